@@ -17,10 +17,9 @@ from typing import Any, TypeVar
 
 import yaml
 
-T = TypeVar("T")
-
-
 from sopforge.errors import UserError
+
+T = TypeVar("T")
 
 
 class ConfigError(UserError, ValueError):

@@ -26,10 +26,9 @@ from typing import Any
 
 import yaml
 
+from sopforge.errors import UserError
+
 DEFAULT_FORMATS_DIR = Path(__file__).resolve().parent.parent / "configs" / "formats"
-
-
-from sopforge.errors import UserError  # noqa: E402
 
 
 class ContractError(UserError, ValueError):
