@@ -59,13 +59,20 @@ CREATE TABLE IF NOT EXISTS pairs (
     doc_id TEXT NOT NULL, version TEXT NOT NULL, section_id TEXT NOT NULL,
     content_hash TEXT NOT NULL, task TEXT NOT NULL, contract TEXT NOT NULL,
     generator TEXT NOT NULL, record TEXT NOT NULL,
+    gen_key TEXT NOT NULL DEFAULT '',
     status TEXT NOT NULL CHECK (status IN ('active', 'retired')),
     created_at REAL NOT NULL, retired_at REAL
 );
 CREATE INDEX IF NOT EXISTS pairs_section ON pairs (doc_id, content_hash, status);
+CREATE TABLE IF NOT EXISTS generated (      -- a section's pairs were generated (even if zero)
+    doc_id TEXT NOT NULL, content_hash TEXT NOT NULL, gen_key TEXT NOT NULL,
+    n_pairs INTEGER NOT NULL, n_rejects INTEGER NOT NULL, at REAL NOT NULL,
+    PRIMARY KEY (doc_id, content_hash, gen_key)
+);
 CREATE TABLE IF NOT EXISTS rejects (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     doc_id TEXT NOT NULL, version TEXT NOT NULL, section_id TEXT NOT NULL,
+    content_hash TEXT NOT NULL DEFAULT '', gen_key TEXT NOT NULL DEFAULT '',
     task TEXT NOT NULL, contract TEXT NOT NULL, generator TEXT NOT NULL,
     reason TEXT NOT NULL, at REAL NOT NULL
 );
