@@ -85,7 +85,7 @@ def load_config(
 def from_dict(cls: type[T], data: dict[str, Any], source: str = "<dict>", prefix: str = "") -> T:
     if not isinstance(data, dict):
         raise ConfigError(
-            f"{source}: {prefix or 'config'} must be a mapping, got {type(data).__name__}"
+            f"{source}: {prefix.rstrip('.') or 'config'} must be a mapping, got {type(data).__name__}"
         )
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]

@@ -152,8 +152,8 @@ class Workspace:
         for sub in ("docs", "datasets", "runs", "models"):
             (self.root / sub).mkdir(exist_ok=True)
         self._local = threading.local()
+        self.db.executescript(SCHEMA)  # idempotent (IF NOT EXISTS); executescript commits itself
         with self.transaction() as db:
-            db.executescript(SCHEMA)
             db.execute(
                 "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),
