@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
+PREAMBLE_TITLE = "Overview"
+
 BlockKind = Literal["paragraph", "ordered", "unordered", "table", "code"]
 
 
@@ -125,16 +127,19 @@ class Document:
                 yield path, s
                 yield from walk(s.children, path)
 
-        yield from walk(self.sections, ())
+        yield from walk(self.all_sections(), ())
+
+    def all_sections(self) -> list[Section]:
+        """Top-level sections, with text before the first heading as a first 'Overview' section
+        (many handbooks put their most important paragraph there)."""
+        if any(b.render() for b in self.preamble):
+            return [Section(PREAMBLE_TITLE, 1, list(self.preamble)), *self.sections]
+        return list(self.sections)
 
     def render(self) -> tuple[str, list[SectionRef]]:
         """Canonical Markdown of the document and the span of every section's own content."""
         parts: list[str] = [f"# {self.title}"]
         pos = len(parts[0])
-        pre = "\n\n".join(b.render() for b in self.preamble if b.render())
-        if pre:
-            parts.append(pre)
-            pos += 2 + len(pre)
         refs: list[SectionRef] = []
         for path, s in self.iter_sections():
             heading = "#" * min(6, len(path) + 1) + " " + path[-1]

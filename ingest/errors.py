@@ -46,3 +46,9 @@ class FileTooLargeError(IngestError):
 
 class NoContentError(IngestError):
     code = "no_content"
+
+
+class UnreadableFileError(IngestError):
+    """The file itself could not be opened (missing, a folder, no permission)."""
+
+    code = "unreadable_file"

@@ -1,0 +1,187 @@
+"""Benchmark: TRL's default SFTTrainer settings vs sopforge's, same model, same data, one run.
+
+    python bench/train/run.py [--steps 12] [--dataset DIR|ID] [--workspace WS] [--base-model M]
+
+Both arms train the same LoRA adapter (configs/train/smollm2-cpu.yaml's `lora:`) on the same
+prompt-completion records for --steps optimizer steps at the same batch size:
+
+- **trl-defaults**: `SFTConfig()` as TRL ships it (bf16 autocast on, gradient checkpointing on,
+  random batches, lr 2e-5), plus only what a run needs: use_cpu on a machine without a GPU (TRL's
+  default bf16 is refused there otherwise), the step bound, no checkpoint saving;
+- **sopforge**: the `sft:` section of configs/train/smollm2-cpu.yaml through sopforge's own trainer
+  builder (bf16 autocast where the CPU has it, no gradient checkpointing, length-grouped batches).
+
+Prints trained tokens/s of each (TRL's count of non-padding tokens / train_runtime), their ratio,
+and each arm's eval loss on the held-out records. The dataset is --dataset, else the workspace's
+newest dataset, else records built from the shared corpus' Markdown SOPs (the same for both arms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from sopforge.records import make_record
+from sopforge.train.config import load_train_config
+from sopforge.train.data import DatasetError, read_records, resolve_dataset, to_hf_dataset
+from sopforge.train.run import Prepared, build_trainer, device_defaults, environment
+from sopforge.workspace import Workspace
+
+REPO = Path(__file__).resolve().parents[2]
+CORPUS = REPO / ".." / "shared" / "corpus" / "md"
+
+
+def corpus_records(corpus: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Closed- and open-book style records from the corpus' Markdown sections (bench data only)."""
+    records = []
+    for doc in sorted(corpus.glob("*.md")):
+        text = doc.read_text(encoding="utf-8")
+        parts = re.split(r"^#+\s+(.+)$", text, flags=re.MULTILINE)
+        for title, body in zip(parts[1::2], parts[2::2], strict=False):
+            words = body.split()
+            if len(words) < 30:
+                continue
+            prov = {
+                "doc_id": doc.stem,
+                "version": "0" * 64,
+                "section_id": f"{doc.stem} > {title.strip()}",
+                "section_title": title.strip(),
+                "content_hash": "0" * 16,
+                "span": [0, 0],
+            }
+            answer = " ".join(words[:120])
+            records.append(
+                make_record(
+                    f"What does the '{title.strip()}' section of {doc.stem} say?",
+                    answer,
+                    task="qa",
+                    contract="plain",
+                    generator="extractive",
+                    provenance=prov,
+                )
+            )
+            records.append(
+                make_record(
+                    f"Use this source to answer.\n\n{' '.join(words[:300])}\n\nQuestion: "
+                    f"what is the first thing the section '{title.strip()}' says?",
+                    " ".join(words[:40]),
+                    task="open_book",
+                    contract="plain",
+                    generator="extractive",
+                    provenance=prov,
+                )
+            )
+    cut = max(1, len(records) // 10)
+    return records[cut:], records[:cut]
+
+
+def load_data(args: argparse.Namespace, ws: Workspace) -> tuple[list, list, str]:
+    try:
+        ds = resolve_dataset(args.dataset, ws)
+        train = read_records(ds.path / "train.jsonl")
+        evals = read_records(ds.path / "eval.jsonl")
+        return train, evals, f"dataset {ds.dataset_id}"
+    except DatasetError:
+        if args.dataset:
+            raise
+        train, evals = corpus_records(CORPUS.resolve())
+        return train, evals, f"corpus Markdown ({CORPUS.resolve()})"
+
+
+def run_arm(name: str, trainer: Any) -> dict[str, Any]:
+    t = time.perf_counter()
+    result = trainer.train()
+    wall = time.perf_counter() - t
+    tokens = int(trainer._total_train_tokens)
+    runtime = result.metrics["train_runtime"]
+    ev = trainer.evaluate()
+    args = trainer.args
+    return {
+        "arm": name,
+        "steps": trainer.state.global_step,
+        "tokens": tokens,
+        "train_runtime_s": round(runtime, 2),
+        "wall_s": round(wall, 2),
+        "tokens_per_s": round(tokens / runtime, 1),
+        "train_loss": round(result.metrics["train_loss"], 4),
+        "eval_loss": round(ev["eval_loss"], 4),
+        "bf16": args.bf16,
+        "gradient_checkpointing": args.gradient_checkpointing,
+        "sampling": args.train_sampling_strategy,
+        "learning_rate": args.learning_rate,
+        "batch_size": args.per_device_train_batch_size,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--dataset", default="", help="dataset folder or id (default: newest)")
+    ap.add_argument("--workspace", default=None)
+    ap.add_argument("--base-model", default="", help="default: the embedded SmolLM2-135M")
+    ap.add_argument("--max-train", type=int, default=400, help="records used (same for both)")
+    ap.add_argument("--max-eval", type=int, default=48)
+    ap.add_argument("--json", default=None, help="also write the results as JSON here")
+    args = ap.parse_args()
+
+    from trl import SFTConfig, SFTTrainer
+
+    from sopforge.train.models import resolve_base_model
+
+    ws = Workspace(args.workspace) if args.workspace else Workspace(tempfile.mkdtemp())
+    base = resolve_base_model(args.base_model, ws)
+    train, evals, source = load_data(args, ws)
+    train, evals = train[: args.max_train], evals[: args.max_eval]
+    print(f"data: {source}: {len(train)} train / {len(evals)} eval records; base {base}")
+    steps = [f"sft.max_steps={args.steps}", "sft.save_strategy=no", "replay.enabled=false"]
+    cfg = load_train_config(None, [f"base_model={base}", *steps])
+    prepared = Prepared(base, None, train, evals)  # type: ignore[arg-type]
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        # TRL's defaults: only what is needed to run here, everything else as shipped.
+        from peft import LoraConfig
+        from transformers import AutoTokenizer
+
+        hw = {k: v for k, v in device_defaults({"bf16": None}).items() if k == "use_cpu"}
+        trl_args = SFTConfig(
+            output_dir=f"{tmp}/trl",
+            max_steps=args.steps,
+            save_strategy="no",
+            report_to="none",
+            per_device_train_batch_size=cfg.sft["per_device_train_batch_size"],
+            **hw,
+        )
+        trl_trainer = SFTTrainer(
+            model=str(base),
+            args=trl_args,
+            train_dataset=to_hf_dataset(train),
+            eval_dataset=to_hf_dataset(evals),
+            processing_class=AutoTokenizer.from_pretrained(str(base)),
+            peft_config=LoraConfig(task_type="CAUSAL_LM", **cfg.lora),
+        )
+        results.append(run_arm("trl-defaults", trl_trainer))
+        del trl_trainer
+        ours = build_trainer(cfg, prepared, Path(tmp) / "sopforge", ws)
+        results.append(run_arm("sopforge", ours))
+    for r in results:
+        print(
+            f"{r['arm']:>13}: {r['tokens_per_s']:8.1f} tokens/s  ({r['tokens']} tokens, "
+            f"{r['steps']} steps, {r['train_runtime_s']} s)  eval_loss {r['eval_loss']:.4f}  "
+            f"bf16={r['bf16']} grad_ckpt={r['gradient_checkpointing']} "
+            f"sampling={r['sampling']} lr={r['learning_rate']}"
+        )
+    ratio = results[1]["tokens_per_s"] / results[0]["tokens_per_s"]
+    print(f"sopforge / trl-defaults throughput: {ratio:.2f}x")
+    if args.json:
+        out = {"results": results, "ratio": ratio, "data": source, "env": environment()}
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

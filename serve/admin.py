@@ -1,0 +1,287 @@
+"""What the admin tab and the admin API do: upload and ingest, dataset preview, retrain, evaluation
+report, model versions with promote/rollback.
+
+The other stages are reached through exactly two adapter functions, `ingest_files` and
+`run_training`, so the wiring to `sopforge.ingest.pipeline` and `sopforge.train.run` is in one
+place. Every action takes the acting `User` and calls `require_admin` first: the role is checked on
+the server for each call, whatever the UI shows.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sopforge.errors import UserError
+from sopforge.serve.auth import User
+from sopforge.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+
+class PermissionDenied(UserError):
+    pass
+
+
+def require_admin(user: User | None) -> User:
+    if user is None:
+        raise PermissionDenied("sign in first")
+    if not user.is_admin:
+        raise PermissionDenied(f"user {user.name!r} ({user.role}) may not use admin actions")
+    return user
+
+
+# ---- ingest ------------------------------------------------------------------------------------
+
+
+def ingest_files(ws: Workspace, paths: list[Path], ingest_config: str = "") -> Any:
+    """Adapter to the ingest stage: returns its IngestReport (per-file status and errors)."""
+    from sopforge.config import load_config
+    from sopforge.ingest.pipeline import IngestConfig, ingest_paths
+
+    cfg = load_config(IngestConfig, ingest_config) if ingest_config else IngestConfig()
+    return ingest_paths(ws, paths, cfg)
+
+
+def report_rows(report: Any) -> list[list[Any]]:
+    """Ingest report as table rows: file, status, title, sections, pairs, rejects, error."""
+    rows = []
+    for f in report.files:
+        rows.append(
+            [Path(f.path).name, f.status, f.title, f.sections, f.pairs, f.rejects, f.error or ""]
+        )
+    return rows
+
+
+REPORT_HEADERS = ["file", "status", "title", "sections", "pairs", "rejects", "error"]
+
+
+def report_summary(report: Any) -> str:
+    n_err = sum(1 for f in report.files if f.status == "error")
+    parts = [f"{len(report.files)} file(s), {n_err} error(s)"]
+    if getattr(report, "dataset_id", ""):
+        card = report.card or {}
+        parts.append(
+            f"dataset {report.dataset_id}: {card.get('n_train', '?')} train / "
+            f"{card.get('n_eval', '?')} eval pairs"
+        )
+    return "; ".join(parts)
+
+
+def ingest_uploads(
+    user: User | None, ws: Workspace, paths: list[Path], ingest_config: str = ""
+) -> Any:
+    require_admin(user)
+    if not paths:
+        raise UserError("choose one or more documents to upload")
+    return ingest_files(ws, paths, ingest_config)
+
+
+# ---- dataset preview ---------------------------------------------------------------------------
+
+
+def dataset_preview(
+    user: User | None, ws: Workspace, limit: int = 25
+) -> tuple[str, list[list[str]]]:
+    """(caption, rows of task / contract / question / answer) from the newest dataset."""
+    require_admin(user)
+    row = ws.db.execute(
+        "SELECT dataset_id, path, n_train, n_eval FROM datasets ORDER BY created_at DESC LIMIT 1"
+    ).fetchone()
+    if row is None:
+        return "No dataset yet: upload documents first.", []
+    path = Path(row["path"])
+    if not path.is_absolute():
+        path = ws.root / path
+    rows = []
+    train = path / "train.jsonl"
+    if train.is_file():
+        with train.open(encoding="utf-8") as f:
+            for line in f:
+                if len(rows) >= limit:
+                    break
+                rec = json.loads(line)
+                question = rec["messages"][-2]["content"]
+                rows.append(
+                    [
+                        rec["task"],
+                        rec["contract"],
+                        question[-300:],
+                        rec["messages"][-1]["content"][:400],
+                    ]
+                )
+    caption = f"Dataset {row['dataset_id']}: {row['n_train']} train / {row['n_eval']} eval pairs (first {len(rows)} shown)"
+    return caption, rows
+
+
+# ---- models ------------------------------------------------------------------------------------
+
+
+def list_models(ws: Workspace) -> list[dict[str, Any]]:
+    rows = ws.db.execute(
+        "SELECT m.model_id, m.run_id, m.base_model, m.adapter_path, m.created_at, m.promoted,"
+        " m.promoted_at, r.metrics FROM models m LEFT JOIN runs r ON r.run_id = m.run_id"
+        " ORDER BY m.created_at"
+    ).fetchall()
+    return [dict(r) for r in rows]
+
+
+def model_rows(ws: Workspace) -> list[list[Any]]:
+    out = []
+    for m in list_models(ws):
+        created = time.strftime("%Y-%m-%d %H:%M", time.localtime(m["created_at"]))
+        out.append(
+            [
+                m["model_id"],
+                "yes" if m["promoted"] else "",
+                m["run_id"] or "",
+                "adapter" if m["adapter_path"] else "base",
+                created,
+            ]
+        )
+    return out
+
+
+MODEL_HEADERS = ["model", "promoted", "run", "kind", "created"]
+
+
+def _set_promoted(ws: Workspace, model_id: str, action: str, reason: str) -> None:
+    with ws.transaction() as db:
+        if db.execute("SELECT 1 FROM models WHERE model_id=?", (model_id,)).fetchone() is None:
+            raise UserError(f"no model {model_id!r} in the workspace (see the model list)")
+        now = time.time()
+        db.execute("UPDATE models SET promoted=0 WHERE promoted=1")
+        db.execute("UPDATE models SET promoted=1, promoted_at=? WHERE model_id=?", (now, model_id))
+        db.execute(
+            "INSERT INTO promotions (model_id, action, forced, reason, at) VALUES (?, ?, 1, ?, ?)",
+            (model_id, action, reason, now),
+        )
+
+
+def promote(user: User | None, ws: Workspace, model_id: str) -> None:
+    """Promote a model by hand (recorded as forced: a person overrode the automatic gate)."""
+    user = require_admin(user)
+    _set_promoted(ws, model_id, "promote", f"promoted by {user.name}")
+
+
+def rollback(user: User | None, ws: Workspace) -> str:
+    """Re-promote the model that was promoted before the current one; returns its id."""
+    user = require_admin(user)
+    current = ws.db.execute("SELECT model_id FROM models WHERE promoted=1").fetchone()
+    history = ws.db.execute(
+        "SELECT p.model_id FROM promotions p JOIN models m ON m.model_id = p.model_id"
+        " WHERE p.action IN ('promote', 'rollback') ORDER BY p.id DESC"
+    ).fetchall()
+    current_id = current["model_id"] if current else None
+    previous = next((r["model_id"] for r in history if r["model_id"] != current_id), None)
+    if previous is None:
+        raise UserError("nothing to roll back to: no earlier promoted model")
+    _set_promoted(ws, previous, "rollback", f"rolled back from {current_id} by {user.name}")
+    return previous
+
+
+def evaluation_report(user: User | None, ws: Workspace, model_id: str | None = None) -> str:
+    """The Markdown evaluation report of a model's run (default: the newest run that has one)."""
+    require_admin(user)
+    if model_id:
+        rows = ws.db.execute(
+            "SELECT r.path FROM runs r JOIN models m ON m.run_id = r.run_id WHERE m.model_id=?",
+            (model_id,),
+        ).fetchall()
+    else:
+        rows = ws.db.execute("SELECT path FROM runs ORDER BY created_at DESC").fetchall()
+    for r in rows:
+        run_dir = Path(r["path"]) if Path(r["path"]).is_absolute() else ws.root / r["path"]
+        reports = sorted(run_dir.glob("*report*.md")) + sorted(run_dir.glob("*/*report*.md"))
+        if reports:
+            return reports[0].read_text(encoding="utf-8")
+    return "No evaluation report yet: retrain to produce one."
+
+
+# ---- retraining --------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainingStatus:
+    state: str = "idle"  # idle | running | done | failed
+    step: int = 0
+    max_steps: int = 0
+    losses: list[tuple[int, float]] = field(default_factory=list)
+    message: str = ""
+    result: Any = None
+    started_at: float = 0.0
+
+    @property
+    def fraction(self) -> float:
+        return self.step / self.max_steps if self.max_steps else 0.0
+
+
+def _progress_callback(status: TrainingStatus) -> Any:
+    """A transformers TrainerCallback feeding the status (step, max_steps, loss)."""
+    from transformers import TrainerCallback
+
+    class Progress(TrainerCallback):
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            status.step, status.max_steps = state.global_step, state.max_steps
+
+        def on_log(
+            self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any
+        ) -> None:
+            if logs and "loss" in logs:
+                status.losses.append((state.global_step, float(logs["loss"])))
+
+    return Progress()
+
+
+def run_training(ws: Workspace, train_config: str, status: TrainingStatus) -> Any:
+    """Adapter to the train stage: one call of sopforge.train.run.train with a progress callback."""
+    from sopforge.train.config import load_train_config
+    from sopforge.train.run import train
+
+    cfg = load_train_config(train_config or None)
+    return train(cfg, ws, callbacks=[_progress_callback(status)])
+
+
+class TrainingJob:
+    """At most one retrain at a time, in a background thread; the UI polls `status`."""
+
+    def __init__(
+        self, ws: Workspace, train_config: str = "", runner: Callable[..., Any] = run_training
+    ):
+        self.ws = ws
+        self.train_config = train_config
+        self.runner = runner
+        self.status = TrainingStatus()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def start(self, user: User | None) -> TrainingStatus:
+        require_admin(user)
+        with self._lock:
+            if self.status.state == "running":
+                raise UserError("a retrain is already running; wait for it to finish")
+            self.status = TrainingStatus(
+                state="running", started_at=time.time(), message="starting"
+            )
+            self._thread = threading.Thread(target=self._run, args=(self.status,), daemon=True)
+            self._thread.start()
+        return self.status
+
+    def _run(self, status: TrainingStatus) -> None:
+        try:
+            status.result = self.runner(self.ws, self.train_config, status)
+            status.state, status.message = "done", "training finished"
+        except Exception as e:  # shown in the admin tab; the server keeps serving
+            log.exception("retrain failed")
+            status.state, status.message = "failed", f"retrain failed: {e}"
+
+    def wait(self, timeout: float | None = None) -> TrainingStatus:
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.status

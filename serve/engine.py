@@ -1,0 +1,378 @@
+"""The engine: one interface over the model that answers, whatever runs it.
+
+    engine = Engine(LocalBackend(spec, cfg))
+    for delta in engine.generate(messages):                  # stream=True: an iterator of deltas
+        print(delta, end="")
+    text = engine.generate(messages, format="json:procedure", stream=False)   # the whole answer
+
+`format` is a contract spec (or a Contract). A backend uses it only where it can *decode* under it
+(JSON Schema: lm-format-enforcer locally, `response_format` on an OpenAI-compatible server); checking
+the answer against the contract is the format guard's job (serve/guard.py), for every format.
+
+Backends:
+- `local`: transformers. The base model folder plus the PEFT adapter, merged into the weights
+  (merge_and_unload: no adapter overhead per token), bf16 where the CPU has native bf16 else fp32,
+  greedy by default, streamed with TextIteratorStreamer from a generation thread. One lock per
+  loaded model serializes generations (a CPU gains nothing from running two at once).
+- `openai`: any OpenAI-compatible server, e.g. vLLM serving the adapter with --enable-lora
+  (see serve/README.md).
+
+`Engine.swap()` hot-swaps the model: the new backend is loaded first, then the pointer is switched
+under a lock; a generation holds on to the backend it started with, so in-flight answers finish on
+the old model while new requests get the new one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol, overload
+
+from sopforge.contracts import Contract, ContractRegistry, default_registry
+from sopforge.errors import UserError
+from sopforge.serve.config import EngineConfig
+from sopforge.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+Messages = list[dict[str, str]]
+
+
+class EngineError(UserError):
+    pass
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What to load: `model_id` names it in the API, audit log and UI."""
+
+    model_id: str
+    base_model: str
+    adapter_path: str | None = None
+
+
+def promoted_model(ws: Workspace) -> ModelSpec | None:
+    row = ws.db.execute(
+        "SELECT model_id, base_model, adapter_path FROM models WHERE promoted=1"
+        " ORDER BY promoted_at DESC LIMIT 1"
+    ).fetchone()
+    if row is None:
+        return None
+    return ModelSpec(row["model_id"], row["base_model"], row["adapter_path"] or None)
+
+
+def resolve_model(ws: Workspace, cfg: EngineConfig) -> ModelSpec:
+    """The promoted model; else the configured base model; else the one base model in the workspace."""
+    spec = promoted_model(ws)
+    if spec is not None:
+        return spec
+    if cfg.base_model:
+        return ModelSpec(f"base:{Path(cfg.base_model).name}", cfg.base_model)
+    candidates = sorted(p for p in ws.path("models").iterdir() if (p / "config.json").is_file())
+    if len(candidates) == 1:
+        return ModelSpec(f"base:{candidates[0].name}", str(candidates[0]))
+    raise EngineError(
+        f"no model to serve: none is promoted in {ws.root}, engine.base_model is empty and "
+        f"{ws.path('models')} holds {len(candidates)} model folders; set engine.base_model "
+        "or train and promote a model"
+    )
+
+
+def cpu_supports_bf16() -> bool:
+    """True where the CPU has native bf16 math (AVX512-BF16 or AMX); emulated bf16 is slower than fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def torch_dtype(name: str) -> Any:
+    import torch
+
+    if name == "auto":
+        return torch.bfloat16 if cpu_supports_bf16() else torch.float32
+    return {"bfloat16": torch.bfloat16, "float32": torch.float32}[name]
+
+
+def load_merged(spec: ModelSpec, dtype: Any) -> tuple[Any, Any]:
+    """(model, tokenizer) with the adapter merged into the base weights, ready for generate()."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = Path(spec.base_model)
+    adapter = Path(spec.adapter_path) if spec.adapter_path else None
+    if not (base / "config.json").is_file():
+        raise EngineError(f"model {spec.model_id}: base model folder {base} has no config.json")
+    if adapter is not None and not (adapter / "adapter_config.json").is_file():
+        raise EngineError(f"model {spec.model_id}: {adapter} has no adapter_config.json")
+    # The adapter folder's tokenizer wins: training may have saved its chat template there.
+    tok_dir = adapter if adapter and (adapter / "tokenizer_config.json").is_file() else base
+    tokenizer = AutoTokenizer.from_pretrained(tok_dir)
+    import torch
+
+    # Merge in fp32, then cast: merging in bf16 would round the LoRA delta twice.
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    model = model.to(dtype).eval()
+    if model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id or tokenizer.eos_token_id
+    return model, tokenizer
+
+
+class Backend(Protocol):
+    model_id: str
+
+    def stream(
+        self, messages: Messages, contract: Contract | None, max_new_tokens: int
+    ) -> Iterator[str]: ...
+
+
+class LocalBackend:
+    """transformers in this process, adapter merged, generations serialized by a lock."""
+
+    def __init__(
+        self, spec: ModelSpec, cfg: EngineConfig, *, model: Any = None, tokenizer: Any = None
+    ):
+        import torch
+
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
+        self.spec = spec
+        self.model_id = spec.model_id
+        self.cfg = cfg
+        if model is None:
+            model, tokenizer = load_merged(spec, torch_dtype(cfg.dtype))
+        self.model = model
+        self.tokenizer = tokenizer
+        self._lock = threading.Lock()
+        self._schema_data: Any = None  # lm-format-enforcer tables, built on first JSON request
+
+    def prompt_ids(self, messages: Messages) -> dict[str, Any]:
+        return self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
+
+    def generation_kwargs(
+        self, contract: Contract | None, max_new_tokens: int, stop: threading.Event
+    ) -> dict[str, Any]:
+        from transformers import LogitsProcessorList, StoppingCriteriaList
+
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": max_new_tokens,
+            "do_sample": self.cfg.temperature > 0,
+            "stopping_criteria": StoppingCriteriaList([_StopWhenSet(stop)]),
+        }
+        if self.cfg.temperature > 0:
+            kwargs["temperature"] = self.cfg.temperature
+        else:  # silence sampling knobs a model's generation_config may carry
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        if contract is not None and contract.kind == "json" and self.cfg.constrained_json:
+            kwargs["logits_processor"] = LogitsProcessorList([self._schema_processor(contract)])
+        return kwargs
+
+    def _schema_processor(self, contract: Contract) -> Any:
+        from sopforge.serve.constrained import build_tokenizer_data, schema_logits_processor
+
+        if self._schema_data is None:
+            self._schema_data = build_tokenizer_data(self.tokenizer)
+        return schema_logits_processor(self._schema_data, contract.schema or {})
+
+    def stream(
+        self, messages: Messages, contract: Contract | None, max_new_tokens: int
+    ) -> Iterator[str]:
+        from transformers import TextIteratorStreamer
+
+        inputs = self.prompt_ids(messages)
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        stop = threading.Event()
+        kwargs = self.generation_kwargs(contract, max_new_tokens, stop)
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                self.model.generate(**inputs, streamer=streamer, **kwargs)
+            except BaseException as e:  # surfaced in the caller's thread below
+                failure.append(e)
+                streamer.end()
+
+        with self._lock:
+            worker = threading.Thread(target=run, name="sopforge-generate", daemon=True)
+            worker.start()
+            try:
+                for text in streamer:
+                    if text:
+                        yield text
+            finally:
+                stop.set()  # a consumer that stops reading (client gone) stops the generation
+                worker.join()
+        if failure:
+            raise EngineError(
+                f"model {self.model_id}: generation failed: {failure[0]}"
+            ) from failure[0]
+
+
+def _stop_criteria_class() -> type:
+    from transformers import StoppingCriteria
+
+    class StopWhenSet(StoppingCriteria):
+        def __init__(self, event: threading.Event):
+            self.event = event
+
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            import torch
+
+            return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool)
+
+    return StopWhenSet
+
+
+def _StopWhenSet(event: threading.Event) -> Any:  # noqa: N802 - reads like the class it builds
+    return _stop_criteria_class()(event)
+
+
+class OpenAIBackend:
+    """Any OpenAI-compatible chat server (vLLM, another sopforge, ...)."""
+
+    def __init__(
+        self, cfg: EngineConfig, *, api_key: str | None = None, model_id: str | None = None
+    ):
+        from openai import OpenAI
+
+        self.cfg = cfg
+        self.model_id = model_id or f"openai:{cfg.openai_model}"
+        key = api_key or os.environ.get(cfg.openai_api_key_env) or "none"
+        self.client = OpenAI(
+            base_url=cfg.openai_base_url, api_key=key, timeout=cfg.openai_timeout_s
+        )
+
+    def request_kwargs(self, contract: Contract | None, max_new_tokens: int) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "model": self.cfg.openai_model,
+            "max_tokens": max_new_tokens,
+            "temperature": self.cfg.temperature,
+        }
+        if contract is not None and contract.kind == "json" and self.cfg.constrained_json:
+            # vLLM decodes under the schema (guided decoding) for this response_format.
+            name = contract.spec.partition(":")[2] or "answer"
+            kwargs["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": name, "schema": contract.schema or {}},
+            }
+        return kwargs
+
+    def stream(
+        self, messages: Messages, contract: Contract | None, max_new_tokens: int
+    ) -> Iterator[str]:
+        import openai
+
+        try:
+            chunks = self.client.chat.completions.create(
+                messages=messages, stream=True, **self.request_kwargs(contract, max_new_tokens)
+            )
+            for chunk in chunks:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    yield chunk.choices[0].delta.content
+        except openai.OpenAIError as e:
+            raise EngineError(f"{self.cfg.openai_base_url}: the model server failed: {e}") from e
+
+
+def load_backend(spec: ModelSpec, cfg: EngineConfig) -> Backend:
+    if cfg.backend == "openai":
+        return OpenAIBackend(cfg, model_id=spec.model_id)
+    return LocalBackend(spec, cfg)
+
+
+class Engine:
+    """The served model behind one `generate()`; see the module docstring."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        cfg: EngineConfig | None = None,
+        registry: ContractRegistry | None = None,
+    ):
+        self.cfg = cfg or EngineConfig()
+        self.registry = registry or default_registry()
+        self._backend = backend
+        self._swap_lock = threading.Lock()
+
+    @classmethod
+    def from_workspace(
+        cls, ws: Workspace, cfg: EngineConfig, registry: ContractRegistry | None = None
+    ) -> Engine:
+        if cfg.backend == "openai":
+            spec = promoted_model(ws) or ModelSpec(f"openai:{cfg.openai_model}", "")
+            return cls(OpenAIBackend(cfg, model_id=spec.model_id), cfg, registry)
+        return cls(LocalBackend(resolve_model(ws, cfg), cfg), cfg, registry)
+
+    @property
+    def backend(self) -> Backend:
+        with self._swap_lock:
+            return self._backend
+
+    @property
+    def model_id(self) -> str:
+        return self.backend.model_id
+
+    def swap(self, backend: Backend) -> Backend:
+        """Serve `backend` from now on (already loaded); returns the old one."""
+        with self._swap_lock:
+            old, self._backend = self._backend, backend
+        log.info("engine now serves %s (was %s)", backend.model_id, old.model_id)
+        return old
+
+    def reload(self, ws: Workspace) -> str:
+        """Load the workspace's promoted model (or the configured base) and swap it in."""
+        if self.cfg.backend == "openai":
+            spec = promoted_model(ws) or ModelSpec(f"openai:{self.cfg.openai_model}", "")
+            self.swap(OpenAIBackend(self.cfg, model_id=spec.model_id))
+        else:
+            self.swap(LocalBackend(resolve_model(ws, self.cfg), self.cfg))
+        return self.model_id
+
+    def contract(self, format: str | Contract | None) -> Contract | None:
+        if format is None or isinstance(format, Contract):
+            return format
+        return self.registry.get(format)
+
+    @overload
+    def generate(
+        self,
+        messages: Messages,
+        format: str | Contract | None = ...,
+        stream: Literal[True] = ...,
+        *,
+        max_new_tokens: int | None = ...,
+    ) -> Iterator[str]: ...
+
+    @overload
+    def generate(
+        self,
+        messages: Messages,
+        format: str | Contract | None = ...,
+        stream: Literal[False] = ...,
+        *,
+        max_new_tokens: int | None = ...,
+    ) -> str: ...
+
+    def generate(
+        self,
+        messages: Messages,
+        format: str | Contract | None = None,
+        stream: bool = True,
+        *,
+        max_new_tokens: int | None = None,
+    ) -> Iterator[str] | str:
+        """Text deltas of the answer (stream=True) or the whole answer (stream=False)."""
+        backend = self.backend  # pinned: a swap during this answer does not affect it
+        deltas = backend.stream(
+            messages, self.contract(format), max_new_tokens or self.cfg.max_new_tokens
+        )
+        return deltas if stream else "".join(deltas)

@@ -1,0 +1,116 @@
+"""Datasets as the train stage reads them: a folder with train.jsonl, eval.jsonl and card.json.
+
+Records (see `sopforge.records`) become TRL's conversational prompt-completion form:
+``{"prompt": messages[:-1], "completion": [messages[-1]]}``. SFTTrainer then tokenizes the prompt
+with the chat template's generation prompt and the prompt+completion, and sets the labels of the
+prompt tokens to -100 (`completion_only_loss`, on by default for prompt-completion data): the loss
+is on the assistant answer only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sopforge.errors import UserError
+from sopforge.records import RecordError, check_record
+from sopforge.workspace import Workspace
+
+
+class DatasetError(UserError):
+    pass
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    """A dataset a run trains on: its id, folder and content hash."""
+
+    dataset_id: str
+    path: Path
+    hash: str
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """Read and shape-check a JSONL file of records; errors name the file and line."""
+    records: list[dict[str, Any]] = []
+    if not path.is_file():
+        raise DatasetError(f"{path} not found; a dataset folder needs train.jsonl and eval.jsonl")
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                check_record(rec)
+            except (json.JSONDecodeError, RecordError) as e:
+                raise DatasetError(f"{path}:{lineno}: not a valid record ({e})") from e
+            records.append(rec)
+    return records
+
+
+def write_records(path: Path, records: list[dict[str, Any]]) -> None:
+    from sopforge.workspace import atomic_write_text
+
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
+def folder_hash(path: Path) -> str:
+    """sha256 over train.jsonl and eval.jsonl, for datasets not registered in the workspace DB."""
+    h = hashlib.sha256()
+    for name in ("train.jsonl", "eval.jsonl"):
+        f = path / name
+        h.update(name.encode())
+        h.update(f.read_bytes() if f.is_file() else b"")
+    return h.hexdigest()
+
+
+def resolve_dataset(spec: str, workspace: Workspace) -> DatasetRef:
+    """'' = the newest dataset in the workspace; else a dataset id or a dataset folder."""
+    db = workspace.db
+    if not spec:
+        row = db.execute(
+            "SELECT dataset_id, path, hash FROM datasets ORDER BY created_at DESC LIMIT 1"
+        ).fetchone()
+        if row is None:
+            raise DatasetError(
+                f"no dataset in workspace {workspace.root}; run `sopforge ingest` first, or set "
+                "dataset=<folder> in the train config"
+            )
+        return DatasetRef(row["dataset_id"], _dataset_path(workspace, row), row["hash"])
+    row = db.execute("SELECT dataset_id, path, hash FROM datasets WHERE dataset_id = ?", (spec,))
+    found = row.fetchone()
+    if found is not None:
+        return DatasetRef(found["dataset_id"], _dataset_path(workspace, found), found["hash"])
+    path = Path(spec).expanduser()
+    if not path.is_dir():
+        path = workspace.path("datasets", spec)
+    if not (path / "train.jsonl").is_file():
+        raise DatasetError(
+            f"dataset {spec!r} is neither a dataset id in {workspace.root} nor a folder with "
+            "train.jsonl; list datasets with `sopforge ingest --help` or give a folder"
+        )
+    path = path.resolve()
+    return DatasetRef(path.name, path, folder_hash(path))
+
+
+def _dataset_path(workspace: Workspace, row: Any) -> Path:
+    # The canonical place is <workspace>/datasets/<id>; the stored path may be relative to the
+    # directory the ingest ran from, so it is only the fallback.
+    canonical = workspace.path("datasets", row["dataset_id"])
+    return (canonical if canonical.is_dir() else Path(row["path"])).resolve()
+
+
+def to_prompt_completion(rec: dict[str, Any]) -> dict[str, list[dict[str, str]]]:
+    """A record as TRL's conversational prompt-completion example (answer-only loss)."""
+    msgs = [{"role": m["role"], "content": m["content"]} for m in rec["messages"]]
+    return {"prompt": msgs[:-1], "completion": msgs[-1:]}
+
+
+def to_hf_dataset(records: list[dict[str, Any]]) -> Any:
+    """A `datasets.Dataset` with only prompt/completion columns (provenance etc. stay behind)."""
+    from datasets import Dataset
+
+    return Dataset.from_list([to_prompt_completion(r) for r in records])

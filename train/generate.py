@@ -1,0 +1,143 @@
+"""Batched greedy generation and answer likelihood, shared by replay generation and evaluation.
+
+Prompts are rendered with the model's own chat template, sorted by length and batched with left
+padding (so every row's answer starts at the same position), which keeps CPU generation fast.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+Messages = list[dict[str, str]]
+
+
+def load_model(base_model: str, adapter: str | None = None, merge: bool = True) -> tuple[Any, Any]:
+    """(model, tokenizer) in eval mode; with an adapter, merged into the weights for speed."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    model = AutoModelForCausalLM.from_pretrained(base_model)
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter)
+        if merge:
+            model = model.merge_and_unload()
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.eval()
+    return model, tokenizer
+
+
+def render_prompts(tokenizer: Any, prompts: Sequence[Messages]) -> list[list[int]]:
+    """Token ids of each conversation followed by the assistant generation prompt."""
+    texts = [
+        tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
+        for p in prompts
+    ]
+    # The template already holds the special tokens; tokenizing must not add a second BOS.
+    return [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+
+def _batches(order: list[int], batch_size: int) -> list[list[int]]:
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def generate(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Messages],
+    *,
+    max_new_tokens: int | Sequence[int] = 256,
+    batch_size: int = 8,
+    desc: str = "generating",
+) -> list[str]:
+    """Greedy answers to `prompts`, in order. `max_new_tokens` may be one cap per prompt."""
+    import torch
+    from tqdm.auto import tqdm
+
+    if not prompts:
+        return []
+    caps = (
+        [int(max_new_tokens)] * len(prompts)
+        if isinstance(max_new_tokens, int)
+        else [int(c) for c in max_new_tokens]
+    )
+    ids = render_prompts(tokenizer, prompts)
+    # Similar prompt lengths and caps share a batch: less padding, fewer wasted decode steps.
+    order = sorted(range(len(ids)), key=lambda i: (len(ids[i]), caps[i]))
+    pad_id = tokenizer.pad_token_id
+    eos = model.generation_config.eos_token_id or tokenizer.eos_token_id
+    answers: list[str] = [""] * len(ids)
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        for batch in tqdm(_batches(order, batch_size), desc=desc, leave=False):
+            width = max(len(ids[i]) for i in batch)
+            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, i in enumerate(batch):  # left padding
+                input_ids[row, width - len(ids[i]) :] = torch.tensor(ids[i])
+                mask[row, width - len(ids[i]) :] = 1
+            out = model.generate(
+                input_ids=input_ids.to(device),
+                attention_mask=mask.to(device),
+                max_new_tokens=max(caps[i] for i in batch),
+                do_sample=False,
+                num_beams=1,
+                pad_token_id=pad_id,
+                eos_token_id=eos,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+            )
+            for row, i in enumerate(batch):
+                new = out[row, width : width + caps[i]]
+                answers[i] = tokenizer.decode(new, skip_special_tokens=True).strip()
+    return answers
+
+
+def answer_nll(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Messages],
+    answers: Sequence[str],
+    *,
+    batch_size: int = 8,
+) -> list[float]:
+    """Mean negative log-likelihood per answer token of `answers` given `prompts`.
+
+    Used to measure forgetting: how much less likely the tuned model finds the base model's own
+    answers to general prompts than the base model does.
+    """
+    import torch
+
+    prompt_ids = render_prompts(tokenizer, prompts)
+    eos = tokenizer.eos_token or ""
+    answer_ids = [tokenizer(a + eos, add_special_tokens=False)["input_ids"] for a in answers]
+    out: list[float] = [float("nan")] * len(prompt_ids)
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        for batch in _batches(list(range(len(prompt_ids))), batch_size):
+            seqs = [prompt_ids[i] + answer_ids[i] for i in batch]
+            width = max(len(s) for s in seqs)
+            input_ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
+            mask = torch.zeros_like(input_ids)
+            labels = torch.full_like(input_ids, -100)
+            for row, i in enumerate(batch):
+                n, p = len(seqs[row]), len(prompt_ids[i])
+                input_ids[row, :n] = torch.tensor(seqs[row])
+                mask[row, :n] = 1
+                labels[row, p:n] = torch.tensor(answer_ids[i])
+            logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
+            logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+            target = labels[:, 1:].to(device)
+            valid = target != -100
+            tok = logp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+            for row, i in enumerate(batch):
+                n = int(valid[row].sum())
+                out[i] = float(-(tok[row][valid[row]].sum() / max(n, 1)))
+    return out

@@ -1,0 +1,163 @@
+"""Model registry: which models exist (imported bases, trained adapters) and which one is served.
+
+The `models` table holds one row per model; exactly one may have `promoted = 1`. Every promotion
+and rollback is logged in `promotions`, and that log is a stack: promote pushes, rollback pops
+back to the model promoted before. Serve loads `promoted_model()`: `base_model` is the absolute
+path of the HF base folder, `adapter_path` the absolute path of the PEFT adapter (None = base).
+
+Promotion is gated: a trained model must have been evaluated (`sopforge eval`) without
+regressions vs its base, and may not be less format-compliant than the model it replaces on the
+same dataset; `force=True` overrides, and is logged as forced.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from sopforge.errors import UserError
+from sopforge.workspace import Workspace
+
+TOLERANCE = 0.02
+
+
+class RegistryError(UserError):
+    pass
+
+
+def _row(workspace: Workspace, model_id: str) -> dict[str, Any]:
+    row = workspace.db.execute(
+        "SELECT m.*, r.status AS run_status, r.metrics AS run_metrics, r.dataset_id"
+        " FROM models m LEFT JOIN runs r ON r.run_id = m.run_id WHERE m.model_id = ?",
+        (model_id,),
+    ).fetchone()
+    if row is None:
+        raise RegistryError(
+            f"model {model_id!r} not found; see `sopforge models list` for the known ones"
+        )
+    out = dict(row)
+    out["metrics"] = json.loads(out.pop("run_metrics") or "{}")
+    return out
+
+
+def resolve_model_id(workspace: Workspace, spec: str) -> str:
+    """A model id, or 'latest' (newest trained model) or 'promoted' (the one being served)."""
+    db = workspace.db
+    if spec == "latest":
+        row = db.execute(
+            "SELECT model_id FROM models WHERE adapter_path IS NOT NULL"
+            " ORDER BY created_at DESC LIMIT 1"
+        ).fetchone()
+        if row is None:
+            raise RegistryError("no trained model yet; run `sopforge train` first")
+        return str(row["model_id"])
+    if spec in ("promoted", "current"):
+        row = db.execute("SELECT model_id FROM models WHERE promoted = 1").fetchone()
+        if row is None:
+            raise RegistryError("no model is promoted yet; use `sopforge models promote ID`")
+        return str(row["model_id"])
+    return spec
+
+
+def list_models(workspace: Workspace) -> list[dict[str, Any]]:
+    rows = workspace.db.execute("SELECT model_id FROM models ORDER BY created_at").fetchall()
+    return [_row(workspace, r["model_id"]) for r in rows]
+
+
+def show_model(workspace: Workspace, spec: str) -> dict[str, Any]:
+    model = _row(workspace, resolve_model_id(workspace, spec))
+    model["promotions"] = [
+        dict(r)
+        for r in workspace.db.execute(
+            "SELECT action, forced, reason, at FROM promotions WHERE model_id = ? ORDER BY id",
+            (model["model_id"],),
+        )
+    ]
+    return model
+
+
+def promoted_model(workspace: Workspace) -> dict[str, Any] | None:
+    """The served model: {model_id, base_model, adapter_path, run_id, ...}, or None."""
+    row = workspace.db.execute("SELECT model_id FROM models WHERE promoted = 1").fetchone()
+    return _row(workspace, row["model_id"]) if row else None
+
+
+def gate(candidate: dict[str, Any], current: dict[str, Any] | None) -> list[str]:
+    """Reasons not to promote `candidate` over `current` (empty = ok)."""
+    if candidate["adapter_path"] is None:  # a base model is the reference point itself
+        return []
+    ev = candidate["metrics"].get("eval")
+    if not ev:
+        return [
+            f"{candidate['model_id']} has not been evaluated; run "
+            f"`sopforge eval --run {candidate['run_id']}` first"
+        ]
+    problems = list(ev.get("regressions", []))
+    cur_ev = (current or {}).get("metrics", {}).get("eval")
+    if cur_ev and cur_ev.get("dataset_id") == ev.get("dataset_id"):
+        new = ev["tuned"]["overall"].get("compliance") or 0.0
+        old = cur_ev["tuned"]["overall"].get("compliance") or 0.0
+        if new < old - TOLERANCE:
+            problems.append(
+                f"format compliance {new:.2f} is below the promoted "
+                f"{current['model_id']}'s {old:.2f} on the same eval set"  # type: ignore[index]
+            )
+    return problems
+
+
+def _stack(workspace: Workspace) -> list[str]:
+    """Promotion history as a stack (promote pushes, rollback pops)."""
+    stack: list[str] = []
+    for r in workspace.db.execute("SELECT model_id, action FROM promotions ORDER BY id"):
+        if r["action"] == "promote":
+            stack.append(r["model_id"])
+        elif r["action"] == "rollback" and stack:
+            stack.pop()
+    return stack
+
+
+def _set_promoted(db: Any, model_id: str) -> None:
+    db.execute("UPDATE models SET promoted = 0 WHERE promoted = 1")
+    db.execute(
+        "UPDATE models SET promoted = 1, promoted_at = ? WHERE model_id = ?",
+        (time.time(), model_id),
+    )
+
+
+def promote(workspace: Workspace, spec: str, force: bool = False, reason: str = "") -> str:
+    """Make `spec` the served model (gated unless `force`); returns its id."""
+    model_id = resolve_model_id(workspace, spec)
+    candidate = _row(workspace, model_id)
+    if candidate["adapter_path"] is not None and candidate.get("run_status") != "finished":
+        raise RegistryError(f"run {candidate['run_id']} is not finished; it cannot be promoted")
+    current = promoted_model(workspace)
+    if current and current["model_id"] == model_id:
+        return model_id
+    problems = gate(candidate, current)
+    if problems and not force:
+        raise RegistryError(
+            f"not promoting {model_id}: " + "; ".join(problems) + " (use --force to override)"
+        )
+    with workspace.transaction() as db:
+        _set_promoted(db, model_id)
+        db.execute(
+            "INSERT INTO promotions (model_id, action, forced, reason, at) VALUES (?, 'promote', ?, ?, ?)",
+            (model_id, int(bool(problems) and force), reason or "; ".join(problems), time.time()),
+        )
+    return model_id
+
+
+def rollback(workspace: Workspace, reason: str = "") -> str:
+    """Re-promote the model that was promoted before the current one; returns its id."""
+    stack = _stack(workspace)
+    if len(stack) < 2:
+        raise RegistryError("nothing to roll back to: fewer than two promotions in the history")
+    previous = stack[-2]
+    with workspace.transaction() as db:
+        _set_promoted(db, previous)
+        db.execute(
+            "INSERT INTO promotions (model_id, action, forced, reason, at) VALUES (?, 'rollback', 0, ?, ?)",
+            (previous, reason or f"rolled back from {stack[-1]}", time.time()),
+        )
+    return previous
