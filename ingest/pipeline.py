@@ -477,7 +477,8 @@ def build_dataset(
     by_key = {(s["doc_id"], s["content_hash"]): s for s in sections}
     split_pool: dict[str, list[dict[str, Any]]] = {"train": [], "eval": []}
     for s in sections:
-        split_pool[split_of(s["doc_id"], s["section_id"], cfg)].append(s)
+        if s["body"].strip():  # a heading with only sub-sections is no useful distractor
+            split_pool[split_of(s["doc_id"], s["section_id"], cfg)].append(s)
     key = generator_key(cfg)
     pair_rows = ws.db.execute(
         "SELECT doc_id, content_hash, record FROM pairs WHERE status='active' AND gen_key IN (?, 'import')"
