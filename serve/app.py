@@ -172,9 +172,11 @@ def build_app(cfg: ServeConfig, workspace: Workspace, *, engine: Engine | None =
         user = state.session_user(request)
         return user.name if user else None
 
+    ui = build_ui(state)
+    app.state.sopforge_ui = ui
     return gr.mount_gradio_app(
         app,
-        build_ui(state),
+        ui,
         path=UI_PATH,
         auth_dependency=gradio_user,
         server_name=cfg.host,

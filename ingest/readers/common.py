@@ -138,8 +138,8 @@ def assemble(
     A heading closes every open section whose rank is not higher than its own, so ranks need
     only be comparable, not contiguous. Without a given title, a document whose first heading
     is the only one of the top rank uses it as its title (the usual single `# Title`). A heading
-    that repeats the title is dropped and its content becomes the preamble. A document without
-    any heading gets one section named after the title, so later stages always have a section.
+    that repeats the title is dropped and its content becomes the preamble (which
+    `Document.iter_sections` presents as an "Overview" section).
     """
     elements = [e for e in elements if not isinstance(e, Block) or e.plain_text()]
     headings = [e for e in elements if isinstance(e, Heading)]
@@ -168,8 +168,6 @@ def assemble(
             preamble.append(el)
 
     roots = _prune(roots)
-    if not roots and preamble:
-        roots, preamble = [Section(title=title, level=1, blocks=preamble)], []
     _relevel(roots)
     return Document(
         doc_id=doc_id,

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -98,6 +99,16 @@ def add_document(
 def fill_workspace(ws: Workspace) -> None:
     for doc_id, (title, sections) in SECTIONS.items():
         add_document(ws, doc_id, title, sections)
+
+
+@pytest.fixture(scope="session")
+def helpers() -> SimpleNamespace:
+    """This file's helpers for test modules (conftest modules are not importable by name)."""
+    return SimpleNamespace(
+        add_document=add_document,
+        fill_workspace=fill_workspace,
+        answer_with_citation=answer_with_citation,
+    )
 
 
 @pytest.fixture

@@ -139,13 +139,16 @@ QUESTIONS = [
 
 @pytest.fixture(scope="module")
 def assistants(
-    tiny_model_dir: Any, talking_model_dir: Any, tmp_path_factory: pytest.TempPathFactory
+    helpers: Any,
+    tiny_model_dir: Any,
+    talking_model_dir: Any,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> list[Assistant]:
     """Assistants over the random tiny model and the overfitted one (which is sometimes right)."""
     from sopforge.workspace import Workspace
 
     ws = Workspace(tmp_path_factory.mktemp("guard-ws"))
-    _fill(ws)
+    helpers.fill_workspace(ws)
     cfg = ServeConfig(guard=GuardConfig(max_attempts=2))
     out = []
     for name, folder in (("tiny", tiny_model_dir), ("talking", talking_model_dir)):
@@ -153,22 +156,6 @@ def assistants(
         engine = Engine(LocalBackend(ModelSpec(name, str(folder)), ecfg), ecfg)
         out.append(Assistant(ws, engine, Retriever(ws), REGISTRY, cfg))
     return out
-
-
-def _fill(ws: Any) -> None:
-    import importlib.util
-    import pathlib
-
-    spec = importlib.util.spec_from_file_location(
-        "serve_fixtures", pathlib.Path(__file__).with_name("conftest.py")
-    )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    import sys
-
-    sys.modules.setdefault("serve_fixtures", module)
-    spec.loader.exec_module(module)
-    module.fill_workspace(ws)
 
 
 @pytest.mark.integration

@@ -74,7 +74,8 @@ def test_adapter_saves_and_reloads_to_the_same_logits(tiny_cfg, workspace, tmp_p
     trainer.train()
     trainer.save_model(str(tmp_path / "adapter"))
     ids = trainer.processing_class("Who approves an expense?", return_tensors="pt")["input_ids"]
-    trained = trainer.model.eval()
+    # Without accelerate's mixed-precision wrapper: compare plain fp32 forwards.
+    trained = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False).eval()
     with torch.no_grad():
         before = trained(input_ids=ids).logits
         base = AutoModelForCausalLM.from_pretrained(tiny_cfg.base_model)

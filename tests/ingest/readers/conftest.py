@@ -27,9 +27,15 @@ def read_doc() -> Callable[[object], Document]:
     return lambda path: _read_cached(str(path))
 
 
+def _walk(sections: list[Section]) -> Iterator[Section]:
+    for s in sections:
+        yield s
+        yield from _walk(s.children)
+
+
 def _blocks(doc: Document) -> Iterator[Block]:
     yield from doc.preamble
-    for _, section in doc.iter_sections():
+    for section in _walk(doc.sections):
         yield from section.blocks
 
 
@@ -45,6 +51,12 @@ def _section(doc: Document, title_part: str) -> tuple[tuple[str, ...], Section]:
 def blocks() -> Callable[[Document], list[Block]]:
     """All blocks of a document, preamble first, in reading order."""
     return lambda doc: list(_blocks(doc))
+
+
+@pytest.fixture(scope="session")
+def headed() -> Callable[[Document], list[Section]]:
+    """Every section that comes from a heading (the preamble's "Overview" excluded)."""
+    return lambda doc: list(_walk(doc.sections))
 
 
 @pytest.fixture(scope="session")

@@ -17,11 +17,11 @@ def test_the_demo_has_markdown_docx_and_pdf_samples() -> None:
 
 
 @pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])
-def test_every_example_is_a_structured_sop(path: Path, read_doc, blocks) -> None:
+def test_every_example_is_a_structured_sop(path: Path, read_doc, blocks, headed) -> None:
     doc = read_doc(path)
-    titles = [s.title.lower() for _, s in doc.iter_sections()]
+    titles = [s.title.lower() for s in headed(doc)]
     assert any("purpose" in t for t in titles) and any("scope" in t for t in titles)
-    assert sum(1 for _, s in doc.iter_sections() if s.body()) >= 4
+    assert sum(1 for s in headed(doc) if s.body()) >= 4
     kinds = {b.kind for b in blocks(doc)}
     assert {"ordered", "unordered"} <= kinds
     assert not doc.warnings

@@ -34,11 +34,11 @@ def _pdf(name: str) -> Path:
 
 @needs_corpus
 @pytest.mark.parametrize("path", _params(PDFS))
-def test_every_corpus_pdf_has_sections_and_lists(path: Path, read_doc, blocks) -> None:
+def test_every_corpus_pdf_has_sections_and_lists(path: Path, read_doc, blocks, headed) -> None:
     doc = read_doc(path)
     assert doc.format == "pdf" and doc.pages > 0
-    with_body = [s for _, s in doc.iter_sections() if s.body().strip()]
-    assert len(with_body) >= 3, [s.title for _, s in doc.iter_sections()]
+    with_body = [s for s in headed(doc) if s.body().strip()]
+    assert len(with_body) >= 3, [s.title for s in headed(doc)]
     assert any(b.kind in ("ordered", "unordered") for b in blocks(doc))
     text, _ = doc.render()
     # Tables of contents are skipped: no dot leaders survive.
@@ -59,7 +59,7 @@ def test_wingdings_bullets_become_list_items_without_glyph(read_doc, section) ->
         in bullets.items
     )
     # The \uf0d8 arrow bullets that introduce a bullet list became headings.
-    titles = [s.title for _, s in doc.iter_sections()]
+    titles = [s.title for s in doc.sections]
     assert titles == [
         "Preinstallation",
         "Installation",
@@ -175,22 +175,22 @@ def test_deeply_numbered_guide_keeps_its_hierarchy(read_doc, section) -> None:
 
 
 @needs_corpus
-def test_owner_password_only_aes_pdf_opens(read_doc, section) -> None:
+def test_owner_password_only_aes_pdf_opens(read_doc, section, headed) -> None:
     doc = read_doc(CORPUS / "pdf_edge" / "edge_encrypted_aes_physical_security_procedures.pdf")
     path, construction = section(doc, "Construction")
     assert path[-2:] == ("1.0 Policy", "Construction")
     assert any(b.kind == "unordered" for b in construction.blocks)
-    assert sum(1 for _, s in doc.iter_sections() if s.body()) >= 10
+    assert sum(1 for s in headed(doc) if s.body()) >= 10
 
 
 @needs_corpus
 @pytest.mark.integration
-def test_second_aes_pdf_opens_with_real_sections(read_doc, section) -> None:
+def test_second_aes_pdf_opens_with_real_sections(read_doc, section, headed) -> None:
     doc = read_doc(CORPUS / "pdf_edge" / "edge_encrypted_aes_mitre_cyber_exercise_playbook.pdf")
     assert doc.title == "Cyber Exercise Playbook"
     _, cycle = section(doc, "Exercise Planning Cycle")
     assert cycle.children and cycle.children[0].title == "Concept Development Meeting"
-    assert sum(1 for _, s in doc.iter_sections() if s.body()) >= 20
+    assert sum(1 for s in headed(doc) if s.body()) >= 20
 
 
 @needs_corpus

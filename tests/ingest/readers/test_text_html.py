@@ -31,6 +31,7 @@ def test_plain_text_structure() -> None:
     doc = read_document("charging.txt", data=PLAIN.encode())
     assert doc.format == "text"
     assert doc.title == "FORKLIFT CHARGING"
+    assert doc.preamble == []
     titles = [s.title for _, s in doc.iter_sections()]
     assert titles == ["Purpose", "Safety rules", "2.1 Records"]
     purpose = doc.sections[0]
