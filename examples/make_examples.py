@@ -320,6 +320,21 @@ def write_docx(sop: list, path: Path) -> None:
     props.created = props.modified = FIXED_TIME.replace(tzinfo=None)
     props.revision = 1
     doc.save(str(path))
+    _fix_zip_times(path)
+
+
+def _fix_zip_times(path: Path) -> None:
+    """Rewrite the DOCX archive with fixed entry timestamps, so the output is reproducible."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        entries = [(info.filename, archive.read(info)) for info in archive.infolist()]
+    stamp = FIXED_TIME.timetuple()[:6]
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in entries:
+            info = zipfile.ZipInfo(name, date_time=stamp)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, data)
 
 
 def write_pdf(sop: list, path: Path) -> None:

@@ -50,15 +50,15 @@ def doc_id_for(path: str | Path) -> str:
 
 
 def sniff_format(data: bytes) -> str | None:
-    """What the bytes are, whatever the name says: 'pdf', 'docx', 'zip', 'ole', 'html', 'text'
-    or None (binary of some other kind)."""
+    """What the bytes are, whatever the name says: 'pdf', 'docx', 'office' (another Office
+    zip), 'zip', 'ole', 'html', 'text' or None (binary of some other kind)."""
     head = data[:1024]
     if b"%PDF-" in head:
         return "pdf"
     if data.startswith(b"PK\x03\x04"):
-        return (
-            "docx" if b"word/" in data[:65536] or b"[Content_Types].xml" in data[:4096] else "zip"
-        )
+        if b"word/" in data[:65536]:
+            return "docx"
+        return "office" if b"[Content_Types].xml" in data[:4096] else "zip"
     if data.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"):
         return "ole"
     if looks_binary(data):
@@ -72,6 +72,7 @@ def sniff_format(data: bytes) -> str | None:
 _DESCRIBE = {
     "pdf": "a PDF",
     "docx": "a Word document",
+    "office": "an Office document (spreadsheet or slides)",
     "zip": "a zip archive",
     "ole": "an old binary Office file",
     "html": "an HTML page",
@@ -193,7 +194,7 @@ def _read(fmt: str, path: Path, raw: bytes, doc_id: str, fallback: str) -> Docum
 
         return read_pdf(raw, name, doc_id, fallback)
     if fmt == "docx":
-        _check_content(path, raw, fmt, ("docx", "zip", "ole", None))
+        _check_content(path, raw, fmt, ("docx", "office", "zip", "ole", None))
         from sopforge.ingest.readers.docx import read_docx
 
         return read_docx(raw, name, doc_id, fallback)

@@ -187,6 +187,7 @@ class _Info:
     caps: bool = False
     table: int = -1  # id of the table this line is a row (or a row's continuation) of
     row: bool = False  # starts a table row (else it continues the previous row's cells)
+    number: tuple[int, str, str] | None = None  # heading_number() of the text
 
 
 @dataclass
@@ -197,7 +198,6 @@ class _ListState:
     depth: int = 1
     items: list[str] = field(default_factory=list)
     children: list[list[str]] = field(default_factory=list)
-    child_x: float | None = None
 
     def add_item(self, text: str) -> None:
         self.items.append(text)
@@ -237,7 +237,12 @@ class _Recovery:
 
     def __init__(self, lines: list[Line], body_size: float, plain_text: bool):
         self.infos = [
-            _Info(line, match_marker(line.text, line.symbol_lead), caps=is_caps(line.text))
+            _Info(
+                line,
+                match_marker(line.text, line.symbol_lead),
+                caps=is_caps(line.text),
+                number=heading_number(line.text),
+            )
             for line in lines
             if line.text
         ]
@@ -263,7 +268,7 @@ class _Recovery:
                     or line.bold != prev.bold
                     or info.caps != self.infos[k - 1].caps
                     or info.marker is not None
-                    or heading_number(line.text) is not None
+                    or info.number is not None
                 ):
                     run += 1
             info.run = run
@@ -299,7 +304,7 @@ class _Recovery:
         line, nxt = self.infos[k].line, self.infos[k + 1]
         if nxt.line.gap_before or nxt.line.page != line.page or nxt.marker is not None:
             return False
-        if heading_number(nxt.line.text) is not None:
+        if nxt.number is not None:
             return False
         nxt_text = nxt.line.text
         return (
@@ -322,7 +327,7 @@ class _Recovery:
         """'4.1 Password Creation', '1. General Use' with a sub-list below: a heading unless it
         sits among siblings of the same numbering, which makes it a short list item."""
         info = self.infos[k]
-        number = heading_number(info.line.text)
+        number = info.number
         if number is None:
             return False
         styled = info.line.bold or self.big(info.line)
@@ -370,7 +375,7 @@ class _Recovery:
                 return False
         if nxt.marker is not None:
             return nxt.marker.kind == "unordered" and nxt.line.x > info.line.x + 3
-        if heading_number(nxt.line.text) is not None or self._styled_heading(k + 1):
+        if nxt.number is not None or self._styled_heading(k + 1):
             return False
         return nxt.line.x <= info.line.x + 3
 
@@ -413,9 +418,10 @@ class _Recovery:
                 parts.append(j)
                 j += 1
             if len(rows) >= 2:
+                row_set = set(rows)
                 for p in parts:
                     infos[p].table = table_id
-                    infos[p].row = p in rows
+                    infos[p].row = p in row_set
                 table_id += 1
             k = j
 
@@ -426,7 +432,7 @@ class _Recovery:
             line = info.line
             if info.table >= 0:
                 continue
-            number = heading_number(line.text)
+            number = info.number
             if self._numbered_heading(k):
                 assert number is not None
                 info.heading = (number[0], line.text)
@@ -579,7 +585,6 @@ class _Recovery:
                 # Consecutive lines of one heading (a title wrapped over two lines) merge.
                 if (
                     pending_heading is not None
-                    and pending_heading[0] == rank
                     and self.infos[index - 1].heading is not None
                     and self.infos[index - 1].style == info.style
                     and not info.label
@@ -587,7 +592,7 @@ class _Recovery:
                     and line.page == pending_heading[2].page
                     and not pending_heading[1].rstrip().endswith((".", ":"))
                 ):
-                    pending_heading = (rank, pending_heading[1] + " " + htext, line)
+                    pending_heading = (pending_heading[0], pending_heading[1] + " " + htext, line)
                 else:
                     flush_heading()
                     pending_heading = (rank, htext, line)
@@ -607,10 +612,8 @@ class _Recovery:
                 if lst is not None and line.x > lst.x + 6 and not same_family:
                     # Deeper than the open list: a nested item, flattened into its parent.
                     lst.children[-1].append(m.text)
-                    lst.child_x = line.x
                 elif lst is not None and lst.kind == m.kind and (line.x > lst.x - 6 or same_family):
                     lst.add_item(m.text)
-                    lst.child_x = None
                 else:
                     flush_list()
                     lst = _ListState(m.kind, line.x, m.family, m.depth)

@@ -141,7 +141,7 @@ def one_torch_thread() -> Iterator[None]:
 def engine_config(**kw: Any) -> Any:
     from sopforge.serve.config import EngineConfig
 
-    return EngineConfig(**{"dtype": "float32", "max_new_tokens": 60, "threads": 1, **kw})
+    return EngineConfig(**{"dtype": "float32", "max_new_tokens": 120, "threads": 1, **kw})
 
 
 @pytest.fixture(scope="session")
@@ -200,11 +200,13 @@ def live_server(tmp_path: Path, engine: Any) -> Iterator[LiveServer]:
         if time.time() > deadline or not thread.is_alive():
             raise RuntimeError("test server did not start")
         time.sleep(0.05)
+    original = engine.backend  # promote/rollback tests hot-swap the shared engine
     try:
         yield LiveServer(f"http://127.0.0.1:{port}", app, w, key, admin_key, passwords)
     finally:
         server.should_exit = True
         thread.join(timeout=15)
+        engine.swap(original)
 
 
 TRAINED_ANSWER = (

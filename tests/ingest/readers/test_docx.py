@@ -92,6 +92,8 @@ def test_outline_level_makes_a_heading_without_a_heading_style() -> None:
     p = d.add_paragraph("Emergency stops")
     p._p.get_or_add_pPr().get_or_add_outlineLvl().val = 0
     d.add_paragraph("Press the red button.")
-    d.add_paragraph("Second section text.")
+    d.add_heading("Restart", level=1)
+    d.add_paragraph("Turn the key.")
     doc = read_document("x.docx", data=_save(d))
-    assert [s.title for s in doc.sections] == ["Emergency stops"]
+    assert [s.title for s in doc.sections] == ["Emergency stops", "Restart"]
+    assert doc.sections[0].blocks[0].text == "Press the red button."

@@ -1,0 +1,110 @@
+"""The UI as people use it: headless Debian Chromium driven by Playwright against a live server.
+
+Employee: signs in, asks, watches the answer stream in with its source, sees no Admin tab, and the
+admin API refuses their session. Admin: signs in, uploads a document and a broken one, and reads
+the ingest report with the per-file error. With CI=true a missing Chromium fails the test.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.integration]
+
+CHROMIUM = Path("/usr/bin/chromium")
+CORPUS = Path(__file__).resolve().parents[2] / ".." / "shared" / "corpus"
+TIMEOUT_MS = 60_000
+
+
+@pytest.fixture(scope="module")
+def browser() -> Any:
+    if not CHROMIUM.exists():
+        message = f"{CHROMIUM} is missing: apt-get install -y chromium"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield b
+        b.close()
+
+
+def sign_in(browser: Any, server: Any, name: str) -> Any:
+    page = browser.new_context().new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(server.url + "/")  # no session yet: sent to the sign-in form
+    page.wait_for_url("**/login")
+    page.fill("#username", name)
+    page.fill("#password", server.passwords[name])
+    page.click("#login")
+    page.wait_for_url("**/ui/")
+    page.wait_for_selector("#question textarea")
+    page.wait_for_function("document.querySelector('#header')?.innerText.includes('Signed in as')")
+    return page
+
+
+# Records every text length the chat shows while the answer arrives (streaming = many lengths).
+WATCH_CHAT = """() => {
+  window.__lengths = [];
+  const target = document.querySelector('#chatbot');
+  new MutationObserver(() => window.__lengths.push(target.innerText.length))
+    .observe(target, {subtree: true, childList: true, characterData: true});
+}"""
+
+
+def test_employee_chats_and_cannot_reach_admin(browser: Any, live_server: Any) -> None:
+    page = sign_in(browser, live_server, "eve")
+    assert "eve" in page.inner_text("#header") and "employee" in page.inner_text("#header")
+    assert page.get_by_role("tab", name="Admin").count() == 0
+    assert page.locator("#ingest").count() == 0
+
+    page.evaluate(WATCH_CHAT)
+    page.fill("#question textarea", "I lost my badge, what do I do?")
+    page.click("#ask")
+    page.wait_for_function("document.querySelector('#chatbot').innerText.includes('Sources:')")
+    chat = page.inner_text("#chatbot")
+    assert "Report the lost badge" in chat
+    assert "[Badge Policy § Lost badge, v" in chat  # the source, with section and version
+    assert "Lost badge" in page.inner_text("#sources")
+    lengths = page.evaluate("window.__lengths")
+    assert len(set(lengths)) >= 3  # the answer grew on screen piece by piece
+
+    status = page.evaluate("fetch('/admin/api/models').then(r => r.status)")
+    assert status == 403
+    audit = live_server.ws.db.execute("SELECT user, channel, valid FROM audit").fetchall()
+    assert [tuple(r) for r in audit] == [("eve", "web", 1)]
+
+
+def test_admin_uploads_a_document_and_sees_the_ingest_report(
+    browser: Any, live_server: Any, tmp_path: Path
+) -> None:
+    page = sign_in(browser, live_server, "ada")
+    page.get_by_role("tab", name="Admin").click()
+    broken = tmp_path / "broken.pdf"
+    broken.write_bytes(b"%PDF-1.4 cut off")
+    good = CORPUS / "md" / "18f_piv_card.md"
+    page.locator("#upload input[type=file]").set_input_files([str(good), str(broken)])
+    page.wait_for_function("document.querySelector('#upload').innerText.includes('broken.pdf')")
+    page.click("#ingest")
+    page.wait_for_function(
+        "document.querySelector('#ingest-summary').innerText.includes('2 file(s), 1 error(s)')"
+    )
+    report = page.inner_text("#ingest-report")
+    assert "18f_piv_card.md" in report and "new" in report
+    assert "broken.pdf" in report and "truncated" in report
+    current = live_server.ws.db.execute(
+        "SELECT count(*) FROM versions WHERE status='current' AND filename LIKE '%piv%'"
+    ).fetchone()[0]
+    assert current == 1
+    status = page.evaluate("fetch('/admin/api/models').then(r => r.status)")
+    assert status == 200

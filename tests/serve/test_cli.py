@@ -1,0 +1,149 @@
+"""`sopforge users | keys | feedback` and the stores behind them."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sopforge.cli import main
+from sopforge.errors import UserError
+from sopforge.serve.audit import AuditEntry, add_feedback, log_answer
+from sopforge.serve.auth import UserStore, hash_password, key_user, verify_password
+from sopforge.workspace import Workspace
+
+
+def run(ws: Path, *argv: str, stdin: str = "", monkeypatch: pytest.MonkeyPatch) -> int:
+    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    return main(["-w", str(ws), *argv])
+
+
+def test_passwords_are_salted_scrypt_hashes() -> None:
+    a, b = hash_password("correct horse"), hash_password("correct horse")
+    assert a != b and a.startswith("scrypt$") and "correct" not in a
+    assert verify_password("correct horse", a) and not verify_password("wrong horse", a)
+    assert not verify_password("x", "garbage")
+
+
+def test_users_add_list_remove(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ws = tmp_path / "ws"
+    assert (
+        run(
+            ws,
+            "users",
+            "add",
+            "ada",
+            "--role",
+            "admin",
+            "--password-stdin",
+            stdin="s3cret-pass\n",
+            monkeypatch=monkeypatch,
+        )
+        == 0
+    )
+    assert (
+        run(
+            ws,
+            "users",
+            "add",
+            "eve",
+            "--password-stdin",
+            stdin="another-pass\n",
+            monkeypatch=monkeypatch,
+        )
+        == 0
+    )
+    users_file = ws / "users.yaml"
+    data = yaml.safe_load(users_file.read_text())
+    assert data["users"]["ada"]["role"] == "admin" and data["users"]["eve"]["role"] == "employee"
+    assert "s3cret-pass" not in users_file.read_text()
+    assert users_file.stat().st_mode & 0o077 == 0  # only the owner can read the hashes
+    store = UserStore(users_file)
+    assert store.authenticate("ada", "s3cret-pass").is_admin
+    assert store.authenticate("ada", "wrong") is None
+    capsys.readouterr()
+    run(ws, "users", "list", monkeypatch=monkeypatch)
+    assert capsys.readouterr().out.splitlines() == ["ada\tadmin", "eve\temployee"]
+    assert run(ws, "users", "remove", "eve", monkeypatch=monkeypatch) == 0
+    assert store.get("eve") is None
+    assert (
+        run(ws, "users", "remove", "eve", monkeypatch=monkeypatch) == 1
+    )  # clear error, no traceback
+    assert (
+        run(ws, "users", "add", "bob", "--password-stdin", stdin="short\n", monkeypatch=monkeypatch)
+        == 1
+    )
+
+
+def test_keys_create_list_revoke(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ws = tmp_path / "ws"
+    run(
+        ws,
+        "users",
+        "add",
+        "eve",
+        "--password-stdin",
+        stdin="another-pass\n",
+        monkeypatch=monkeypatch,
+    )
+    assert run(ws, "keys", "create", "--user", "nobody", monkeypatch=monkeypatch) == 1
+    capsys.readouterr()
+    assert run(ws, "keys", "create", "--user", "eve", monkeypatch=monkeypatch) == 0
+    key = capsys.readouterr().out.strip()
+    workspace = Workspace(ws)
+    assert key_user(workspace, key) == "eve"
+    stored = workspace.db.execute("SELECT key_id, key_hash FROM api_keys").fetchone()
+    assert key.split("-")[-1] not in stored["key_hash"]  # only a hash is kept
+    run(ws, "keys", "list", monkeypatch=monkeypatch)
+    listing = capsys.readouterr().out
+    assert stored["key_id"] in listing and "active" in listing and key not in listing
+    assert run(ws, "keys", "revoke", stored["key_id"], monkeypatch=monkeypatch) == 0
+    assert key_user(workspace, key) is None
+    assert run(ws, "keys", "revoke", stored["key_id"], monkeypatch=monkeypatch) == 1
+
+
+def test_feedback_export_writes_review_items(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws = Workspace(tmp_path / "ws")
+    cites = [
+        {"citation": "[Doc § Sec, v12345678]", "cited": True, "valid": True, "retrieved": True}
+    ]
+    first = log_answer(
+        ws, AuditEntry("eve", "web", "m1", "What now?", "- a\n- b\n- c", "bullets:3", True, cites)
+    )
+    second = log_answer(
+        ws, AuditEntry("eve", "api", "m1", "As JSON?", "{", "json:procedure", False, [])
+    )
+    add_feedback(ws, first, "eve", 1)
+    add_feedback(ws, second, "eve", -1, "broken JSON")
+    with pytest.raises(UserError):
+        add_feedback(ws, first, "mallory", 1)  # not their answer
+    with pytest.raises(UserError):
+        add_feedback(ws, first, "eve", 5)
+    out = tmp_path / "review.jsonl"
+    assert run(tmp_path / "ws", "feedback", "export", str(out), monkeypatch=monkeypatch) == 0
+    items = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(i["audit_id"], i["rating"], i["valid"]) for i in items] == [
+        (first, 1, True),
+        (second, -1, False),
+    ]
+    assert items[0]["kind"] == "review" and items[0]["question"] == "What now?"
+    assert items[0]["citations"] == cites and items[1]["comment"] == "broken JSON"
+
+
+def test_cli_imports_nothing_heavy() -> None:
+    code = "import sys; from sopforge.cli import build_parser; build_parser(); print(sorted(m for m in ('torch', 'gradio', 'transformers') if m in sys.modules))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"
