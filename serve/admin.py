@@ -1,8 +1,9 @@
 """What the admin tab and the admin API do: upload and ingest, dataset preview, retrain, evaluation
 report, model versions with promote/rollback.
 
-The other stages are reached through exactly two adapter functions, `ingest_files` and
-`run_training`, so the wiring to `sopforge.ingest.pipeline` and `sopforge.train.run` is in one
+The other stages are reached only through the adapter functions here: `ingest_files`
+(sopforge.ingest.pipeline), `run_training` (sopforge.train.run) and `promote` / `rollback`
+(sopforge.train.registry, which owns the promotion gate and history), so the wiring is in one
 place. Every action takes the acting `User` and calls `require_admin` first: the role is checked on
 the server for each call, whatever the UI shows.
 """
@@ -66,10 +67,10 @@ def report_summary(report: Any) -> str:
     n_err = sum(1 for f in report.files if f.status == "error")
     parts = [f"{len(report.files)} file(s), {n_err} error(s)"]
     if getattr(report, "dataset_id", ""):
-        card = report.card or {}
+        counts = (report.card or {}).get("counts", {})
         parts.append(
-            f"dataset {report.dataset_id}: {card.get('n_train', '?')} train / "
-            f"{card.get('n_eval', '?')} eval pairs"
+            f"dataset {report.dataset_id}: {counts.get('train', '?')} train / "
+            f"{counts.get('eval', '?')} eval pairs"
         )
     return "; ".join(parts)
 
@@ -151,39 +152,21 @@ def model_rows(ws: Workspace) -> list[list[Any]]:
 MODEL_HEADERS = ["model", "promoted", "run", "kind", "created"]
 
 
-def _set_promoted(ws: Workspace, model_id: str, action: str, reason: str) -> None:
-    with ws.transaction() as db:
-        if db.execute("SELECT 1 FROM models WHERE model_id=?", (model_id,)).fetchone() is None:
-            raise UserError(f"no model {model_id!r} in the workspace (see the model list)")
-        now = time.time()
-        db.execute("UPDATE models SET promoted=0 WHERE promoted=1")
-        db.execute("UPDATE models SET promoted=1, promoted_at=? WHERE model_id=?", (now, model_id))
-        db.execute(
-            "INSERT INTO promotions (model_id, action, forced, reason, at) VALUES (?, ?, 1, ?, ?)",
-            (model_id, action, reason, now),
-        )
-
-
-def promote(user: User | None, ws: Workspace, model_id: str) -> None:
-    """Promote a model by hand (recorded as forced: a person overrode the automatic gate)."""
+def promote(user: User | None, ws: Workspace, model_id: str, force: bool = False) -> str:
+    """Adapter to the train stage's model registry: promotion is gated on its evaluation (no
+    regression) unless `force`; the registry records who did it and why."""
     user = require_admin(user)
-    _set_promoted(ws, model_id, "promote", f"promoted by {user.name}")
+    from sopforge.train.registry import promote as registry_promote
+
+    return registry_promote(ws, model_id, force=force, reason=f"promoted by {user.name}")
 
 
 def rollback(user: User | None, ws: Workspace) -> str:
-    """Re-promote the model that was promoted before the current one; returns its id."""
+    """Re-promote the model promoted before the current one (the registry's history); its id."""
     user = require_admin(user)
-    current = ws.db.execute("SELECT model_id FROM models WHERE promoted=1").fetchone()
-    history = ws.db.execute(
-        "SELECT p.model_id FROM promotions p JOIN models m ON m.model_id = p.model_id"
-        " WHERE p.action IN ('promote', 'rollback') ORDER BY p.id DESC"
-    ).fetchall()
-    current_id = current["model_id"] if current else None
-    previous = next((r["model_id"] for r in history if r["model_id"] != current_id), None)
-    if previous is None:
-        raise UserError("nothing to roll back to: no earlier promoted model")
-    _set_promoted(ws, previous, "rollback", f"rolled back from {current_id} by {user.name}")
-    return previous
+    from sopforge.train.registry import rollback as registry_rollback
+
+    return registry_rollback(ws, reason=f"rolled back by {user.name}")
 
 
 def evaluation_report(user: User | None, ws: Workspace, model_id: str | None = None) -> str:

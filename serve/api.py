@@ -355,9 +355,11 @@ def build_router(state: ServerState) -> APIRouter:
 
     @router.post("/admin/api/models/{model_id}/promote")
     async def admin_promote(model_id: str, request: Request) -> JSONResponse:
+        force = request.query_params.get("force", "").lower() in ("1", "true", "yes")
+
         def act(user: User) -> dict[str, Any]:
-            admin.promote(user, state.ws, model_id)
-            return {"promoted": model_id, "serving": state.engine.reload(state.ws)}
+            promoted = admin.promote(user, state.ws, model_id, force=force)
+            return {"promoted": promoted, "serving": state.engine.reload(state.ws)}
 
         return await guarded(request, act)
 

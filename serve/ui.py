@@ -30,12 +30,10 @@ DATASET_HEADERS = ["task", "contract", "question", "answer"]
 
 
 def format_choices(state: ServerState) -> list[tuple[str, str]]:
+    """Picker entries: auto, the common built-ins, then every json:NAME and custom contract of the
+    formats folder. Other specs (bullets:7) can be typed in."""
     specs = ["plain", "bullets:3", "bullets:5", "numbered"]
-    specs += [
-        n
-        for n in state.registry.names()
-        if n.startswith("json:") or ":" not in n and n not in specs + ["bullets:N"]
-    ]
+    specs += [n for n in state.registry.names() if n not in specs and n != "bullets:N"]
     return [("auto (from the question)", "auto")] + [(s, s) for s in specs]
 
 
@@ -179,12 +177,12 @@ def build_ui(state: ServerState) -> gr.Blocks:
         running = s.state == "running"
         return f"**{s.state}** {s.message}", bar, plot, gr.Timer(active=running)
 
-    def do_promote(model_id: str | None, request: gr.Request):
+    def do_promote(model_id: str | None, force: bool, request: gr.Request):
         user = current_admin(request)
         if not model_id:
             raise gr.Error("Pick a model to promote.")
         try:
-            admin.promote(user, state.ws, model_id)
+            admin.promote(user, state.ws, model_id, force=bool(force))
             serving = state.engine.reload(state.ws)
         except UserError as e:
             raise gr.Error(str(e)) from e
@@ -258,6 +256,7 @@ def build_ui(state: ServerState) -> gr.Blocks:
                 models_table = gr.Dataframe(headers=admin.MODEL_HEADERS, interactive=False)
                 with gr.Row():
                     model_pick = gr.Dropdown(label="Model", choices=[], allow_custom_value=False)
+                    force = gr.Checkbox(label="Force (skip the no-regression gate)", value=False)
                     promote_btn = gr.Button("Promote")
                     rollback_btn = gr.Button("Roll back")
                     report_btn = gr.Button("Show its evaluation report")
@@ -286,7 +285,7 @@ def build_ui(state: ServerState) -> gr.Blocks:
         )
         promote_btn.click(
             do_promote,
-            [model_pick],
+            [model_pick, force],
             [models_msg, models_table, model_pick],
             api_visibility="private",
         )

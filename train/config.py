@@ -45,6 +45,7 @@ class TrainConfig:
     dataset: str = ""  # dataset folder or id; "" = the newest dataset in the workspace
     init_adapter: str = ""  # warm start from an adapter folder, or "promoted"; "" = fresh LoRA
     quantization: Literal["none", "4bit", "8bit"] = "none"  # 4bit = QLoRA (bitsandbytes, GPU)
+    max_eval_records: int = 256  # held-out records for the end-of-run eval loss (0 = all)
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     lora: dict[str, Any] = field(default_factory=dict)
     sft: dict[str, Any] = field(default_factory=dict)

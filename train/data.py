@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,22 @@ def _dataset_path(workspace: Workspace, row: Any) -> Path:
     # directory the ingest ran from, so it is only the fallback.
     canonical = workspace.path("datasets", row["dataset_id"])
     return (canonical if canonical.is_dir() else Path(row["path"])).resolve()
+
+
+def spread_by_task(records: list[dict[str, Any]], limit: int | None) -> list[dict[str, Any]]:
+    """At most `limit` records, round-robin over tasks, so a small limit still covers each."""
+    if limit is None or limit >= len(records):
+        return list(records)
+    by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        by_task[r["task"]].append(r)
+    out: list[dict[str, Any]] = []
+    queues = [list(v) for _, v in sorted(by_task.items())]
+    while len(out) < limit and any(queues):
+        for q in queues:
+            if q and len(out) < limit:
+                out.append(q.pop(0))
+    return out
 
 
 def to_prompt_completion(rec: dict[str, Any]) -> dict[str, list[dict[str, str]]]:

@@ -81,22 +81,6 @@ def find_run(workspace: Workspace, run_id: str | None) -> dict[str, Any]:
     return dict(row)
 
 
-def spread_by_task(records: list[dict[str, Any]], limit: int | None) -> list[dict[str, Any]]:
-    """At most `limit` records, round-robin over tasks, so a small limit still covers each."""
-    if limit is None or limit >= len(records):
-        return list(records)
-    by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in records:
-        by_task[r["task"]].append(r)
-    out: list[dict[str, Any]] = []
-    queues = [list(v) for _, v in sorted(by_task.items())]
-    while len(out) < limit and any(queues):
-        for q in queues:
-            if q and len(out) < limit:
-                out.append(q.pop(0))
-    return out
-
-
 def source_text(workspace: Workspace, rec: dict[str, Any]) -> str | None:
     """The text an answer should be grounded in: the provenance section's body in the workspace,
     else (open-book) the sources shown in the prompt; None when neither is available."""
@@ -273,7 +257,7 @@ def evaluate_run(
     workspace: Workspace, run_id: str | None = None, opts: EvalOptions | None = None
 ) -> dict[str, Any]:
     """Evaluate a finished run against its base model; write runs/<id>/report/; return the summary."""
-    from sopforge.train.data import read_records, resolve_dataset
+    from sopforge.train.data import read_records, resolve_dataset, spread_by_task
     from sopforge.train.generate import load_model
 
     opts = opts or EvalOptions()

@@ -24,7 +24,13 @@ from typing import Any
 from sopforge.config import dump_resolved, load_config, to_dict
 from sopforge.errors import UserError
 from sopforge.train.config import DEFAULT_INSTRUCTIONS, TrainConfig
-from sopforge.train.data import DatasetRef, read_records, resolve_dataset, to_hf_dataset
+from sopforge.train.data import (
+    DatasetRef,
+    read_records,
+    resolve_dataset,
+    spread_by_task,
+    to_hf_dataset,
+)
 from sopforge.workspace import Workspace, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -114,6 +120,8 @@ def prepare(cfg: TrainConfig, workspace: Workspace, is_main: bool = True) -> Pre
     ds = resolve_dataset(cfg.dataset, workspace)
     train = read_records(ds.path / "train.jsonl")
     evals = read_records(ds.path / "eval.jsonl") if (ds.path / "eval.jsonl").is_file() else []
+    if cfg.max_eval_records:
+        evals = spread_by_task(evals, cfg.max_eval_records)
     if not train:
         raise RunError(f"{ds.path / 'train.jsonl'} has no records; nothing to train on")
     n_replay = 0

@@ -192,7 +192,11 @@ def live_server(tmp_path: Path, engine: Any) -> Iterator[LiveServer]:
     app.state.sopforge.users.add("eve", "employee", passwords["eve"])
     _, key = create_key(w, "eve")
     _, admin_key = create_key(w, "ada")
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=2
+        )
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 30

@@ -39,8 +39,22 @@ def browser() -> Any:
         b.close()
 
 
-def sign_in(browser: Any, server: Any, name: str) -> Any:
-    page = browser.new_context().new_page()
+@pytest.fixture
+def contexts(browser: Any) -> Any:
+    """New browser contexts (one per person), closed before the server stops."""
+    opened: list[Any] = []
+
+    def new() -> Any:
+        opened.append(browser.new_context())
+        return opened[-1]
+
+    yield new
+    for c in opened:
+        c.close()
+
+
+def sign_in(contexts: Any, server: Any, name: str) -> Any:
+    page = contexts().new_page()
     page.set_default_timeout(TIMEOUT_MS)
     page.goto(server.url + "/")  # no session yet: sent to the sign-in form
     page.wait_for_url("**/login")
@@ -53,6 +67,12 @@ def sign_in(browser: Any, server: Any, name: str) -> Any:
     return page
 
 
+def snapshot(page: Any, name: str) -> None:
+    """Screenshots for a person to look at, when SOPFORGE_SCREENSHOTS names a folder."""
+    if folder := os.environ.get("SOPFORGE_SCREENSHOTS"):
+        page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
+
+
 # Records every text length the chat shows while the answer arrives (streaming = many lengths).
 WATCH_CHAT = """() => {
   window.__lengths = [];
@@ -62,8 +82,8 @@ WATCH_CHAT = """() => {
 }"""
 
 
-def test_employee_chats_and_cannot_reach_admin(browser: Any, live_server: Any) -> None:
-    page = sign_in(browser, live_server, "eve")
+def test_employee_chats_and_cannot_reach_admin(contexts: Any, live_server: Any) -> None:
+    page = sign_in(contexts, live_server, "eve")
     assert "eve" in page.inner_text("#header") and "employee" in page.inner_text("#header")
     assert page.get_by_role("tab", name="Admin").count() == 0
     assert page.locator("#ingest").count() == 0
@@ -79,6 +99,11 @@ def test_employee_chats_and_cannot_reach_admin(browser: Any, live_server: Any) -
     lengths = page.evaluate("window.__lengths")
     assert len(set(lengths)) >= 3  # the answer grew on screen piece by piece
 
+    snapshot(page, "employee-chat")
+    page.locator("#chatbot").get_by_role("button", name="Like", exact=True).last.click()
+    page.locator("#status").get_by_text("feedback was recorded").wait_for()
+    rows = live_server.ws.db.execute("SELECT user, rating FROM feedback").fetchall()
+    assert [tuple(r) for r in rows] == [("eve", 1)]
     status = page.evaluate("fetch('/admin/api/models').then(r => r.status)")
     assert status == 403
     audit = live_server.ws.db.execute("SELECT user, channel, valid FROM audit").fetchall()
@@ -86,22 +111,25 @@ def test_employee_chats_and_cannot_reach_admin(browser: Any, live_server: Any) -
 
 
 def test_admin_uploads_a_document_and_sees_the_ingest_report(
-    browser: Any, live_server: Any, tmp_path: Path
+    contexts: Any, live_server: Any, tmp_path: Path
 ) -> None:
-    page = sign_in(browser, live_server, "ada")
+    page = sign_in(contexts, live_server, "ada")
     page.get_by_role("tab", name="Admin").click()
     broken = tmp_path / "broken.pdf"
     broken.write_bytes(b"%PDF-1.4 cut off")
     good = CORPUS / "md" / "18f_piv_card.md"
     page.locator("#upload input[type=file]").set_input_files([str(good), str(broken)])
-    page.wait_for_function("document.querySelector('#upload').innerText.includes('broken.pdf')")
+    page.locator("#upload").get_by_text("broken.pdf").wait_for()  # both files uploaded
     page.click("#ingest")
     page.wait_for_function(
         "document.querySelector('#ingest-summary').innerText.includes('2 file(s), 1 error(s)')"
     )
+    snapshot(page, "admin-ingest")
     report = page.inner_text("#ingest-report")
     assert "18f_piv_card.md" in report and "new" in report
     assert "broken.pdf" in report and "truncated" in report
+    summary = page.inner_text("#ingest-summary")
+    assert "train /" in summary and "?" not in summary  # the new dataset's pair counts
     current = live_server.ws.db.execute(
         "SELECT count(*) FROM versions WHERE status='current' AND filename LIKE '%piv%'"
     ).fetchone()[0]

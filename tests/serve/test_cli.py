@@ -147,3 +147,62 @@ def test_cli_imports_nothing_heavy() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.integration
+def test_sopforge_serve_starts_on_loopback_and_stops(tmp_path: Path, tiny_model_dir: Path) -> None:
+    import os
+    import signal
+    import socket
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sopforge.cli",
+        "-w",
+        str(tmp_path / "ws"),
+        "serve",
+        "--port",
+        str(port),
+    ]
+    cmd += [f"engine.base_model={tiny_model_dir}", "engine.dtype=float32", "engine.threads=1"]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    try:
+        deadline = time.time() + 90
+        while True:
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).json()
+                break
+            except httpx.TransportError:
+                assert time.time() < deadline, "sopforge serve did not come up"
+                time.sleep(0.5)
+        assert health == {"status": "ok", "model": f"base:{tiny_model_dir.name}"}
+        assert listening_addresses(port) in ([], ["127.0.0.1"])  # bound to loopback only (when the OS lets us see)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert proc.returncode == 0
+
+
+def listening_addresses(port: int) -> list[str]:
+    """Local addresses listening on `port`, from /proc/net/tcp (Linux); [] elsewhere."""
+    try:
+        lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        local, state = line.split()[1], line.split()[3]
+        host_hex, port_hex = local.split(":")
+        if state == "0A" and int(port_hex, 16) == port:  # 0A = LISTEN
+            out.append(".".join(str(int(host_hex[i : i + 2], 16)) for i in (6, 4, 2, 0)))
+    return out
