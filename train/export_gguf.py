@@ -290,6 +290,7 @@ def write_tokenizer(writer: Any, meta: TokenizerMeta) -> None:
 # architecture numbers always come from config.json (they describe the weights we write).
 _NOT_COPIED = {
     "general.architecture",
+    "general.name",
     "general.file_type",
     "general.quantization_version",
     "general.alignment",

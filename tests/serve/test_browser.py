@@ -118,8 +118,14 @@ def test_admin_uploads_a_document_and_sees_the_ingest_report(
     broken = tmp_path / "broken.pdf"
     broken.write_bytes(b"%PDF-1.4 cut off")
     good = CORPUS / "md" / "18f_piv_card.md"
-    page.locator("#upload input[type=file]").set_input_files([str(good), str(broken)])
-    page.locator("#upload").get_by_text("broken.pdf").wait_for()  # both files uploaded
+    with page.expect_response(lambda r: "/upload" in r.url and r.request.method == "POST") as sent:
+        page.locator("#upload input[type=file]").set_input_files([str(good), str(broken)])
+    assert sent.value.ok
+    # Both files listed in the component (Gradio shows names as stem + extension).
+    page.wait_for_function(
+        "() => { const t = document.querySelector('#upload').textContent;"
+        " return t.includes('18f_piv_card') && t.includes('broken'); }"
+    )
     page.click("#ingest")
     page.wait_for_function(
         "document.querySelector('#ingest-summary').innerText.includes('2 file(s), 1 error(s)')"

@@ -186,7 +186,10 @@ def test_sopforge_serve_starts_on_loopback_and_stops(tmp_path: Path, tiny_model_
                 assert time.time() < deadline, "sopforge serve did not come up"
                 time.sleep(0.5)
         assert health == {"status": "ok", "model": f"base:{tiny_model_dir.name}"}
-        assert listening_addresses(port) in ([], ["127.0.0.1"])  # bound to loopback only (when the OS lets us see)
+        assert listening_addresses(port) in (
+            [],
+            ["127.0.0.1"],
+        )  # bound to loopback only (when the OS lets us see)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)

@@ -1,0 +1,111 @@
+"""Evaluation: per-answer scoring, the promotion evidence, and a full base-vs-tuned report."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from sopforge.contracts import default_registry
+from sopforge.train.config import load_train_config
+from sopforge.train.data import read_records
+from sopforge.train.evaluate import (
+    EvalError,
+    EvalOptions,
+    evaluate_run,
+    regressions,
+    score_answer,
+    source_text,
+)
+from sopforge.train.run import train
+from sopforge.workspace import Workspace
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_model_dir: Path, tiny_dataset_dir: Path) -> tuple[Workspace, str]:
+    ws = Workspace(tmp_path_factory.mktemp("eval") / "ws")
+    over = [
+        f"base_model={tiny_model_dir}",
+        f"dataset={tiny_dataset_dir}",
+        "replay.max_new_tokens=8",
+        "sft.max_steps=2",
+        "sft.per_device_train_batch_size=4",
+        "sft.save_strategy=no",
+    ]
+    return ws, train(load_train_config(None, over), ws)
+
+
+def _rec(tiny_dataset_dir: Path, task: str) -> dict:
+    return next(r for r in read_records(tiny_dataset_dir / "eval.jsonl") if r["task"] == task)
+
+
+def test_score_answer_judges_the_contract_and_the_reference(tiny_dataset_dir):
+    registry = default_registry()
+    rec = _rec(tiny_dataset_dir, "json")
+    reference = rec["messages"][-1]["content"]
+    good = score_answer(rec, reference, reference, registry)
+    assert good["valid"] and good["rouge_l"] == 1.0 and good["token_f1"] == 1.0
+    assert good["grounding"] == 1.0 and good["citation_valid"] is None
+    bad = score_answer(rec, '{"title": "x"}', reference, registry)
+    assert not bad["valid"] and "required" in bad["errors"][0]
+    bullets = _rec(tiny_dataset_dir, "summary")
+    assert not score_answer(bullets, "- one\n- two", None, registry)["valid"]
+    assert score_answer(bullets, "- a\n- b\n- c", None, registry)["grounding"] is None
+
+
+def test_source_text_prefers_the_workspace_section(workspace, tiny_dataset_dir):
+    rec = _rec(tiny_dataset_dir, "qa")
+    assert source_text(workspace, rec) is None  # closed-book, section unknown
+    p = rec["provenance"]
+    with workspace.transaction() as db:
+        db.execute(
+            "INSERT INTO sections VALUES (?, ?, ?, 0, ?, 1, ?, ?, 0, 10)",
+            (p["doc_id"], p["version"], p["section_id"], p["section_title"], "h", "Section body."),
+        )
+    assert source_text(workspace, rec) == "Section body."
+
+
+def test_regressions_name_what_got_worse():
+    def side(comp, acc):
+        return {"overall": {"compliance": comp, "grounding": None}, "general": {"accuracy": acc}}
+
+    assert regressions({"base": side(0.5, 0.8), "tuned": side(0.9, 0.75)}) == []
+    found = regressions({"base": side(0.9, 0.8), "tuned": side(0.5, 0.5)})
+    assert any("compliance fell" in f for f in found) and any("general" in f for f in found)
+
+
+def test_evaluate_writes_the_report_and_stores_metrics(trained):
+    ws, run_id = trained
+    summary = evaluate_run(ws, None, EvalOptions(limit=4, max_new_tokens=24))
+    assert summary["run_id"] == run_id and summary["n_eval"] == 4
+    for side in ("base", "tuned"):
+        overall = summary[side]["overall"]
+        assert 0.0 <= overall["compliance"] <= 1.0 and overall["n"] == 4
+        assert set(summary[side]["by_contract"]) == {"bullets:3", "json:procedure", "plain"}
+        general = summary[side]["general"]
+        assert general["n"] == 20 and general["n_with_expected"] == 16
+        assert general["reference_nll"] > 0
+    report = ws.path("runs", run_id, "report")
+    html = (report / "report.html").read_text()
+    assert "data:image/png;base64," in html and "compliance" in html
+    assert (report / "loss.png").stat().st_size > 1000
+    assert "![loss](loss.png)" in (report / "report.md").read_text()
+    samples = [json.loads(x) for x in (report / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 4 and {"base", "tuned", "reference"} <= set(samples[0])
+    stored = json.loads(ws.db.execute("SELECT metrics FROM runs").fetchone()[0])
+    assert stored["eval"]["tuned"]["overall"] == summary["tuned"]["overall"]
+    assert "train" in stored  # the train metrics stay
+    # The base model's answers are cached: a second eval only generates the tuned ones.
+    t = time.perf_counter()
+    again = evaluate_run(ws, run_id, EvalOptions(limit=4, max_new_tokens=24))
+    assert again["base"]["overall"] == summary["base"]["overall"]
+    assert time.perf_counter() - t < 60
+
+
+def test_unknown_or_unfinished_runs_are_clear_errors(workspace):
+    with pytest.raises(EvalError, match="no finished run"):
+        evaluate_run(workspace)
+    with pytest.raises(EvalError, match="not found"):
+        evaluate_run(workspace, "nope")
