@@ -74,8 +74,8 @@ def _processor_class() -> type:
         ) -> torch.FloatTensor:
             mask = torch.full_like(scores, float("-inf"))
             for row, seq in enumerate(input_ids.tolist()):
-                allowed = self.enforcer.get_allowed_tokens(seq).allowed_tokens
-                mask[row, [t for t in allowed if t < scores.shape[-1]]] = 0.0
+                allowed = torch.as_tensor(self.enforcer.get_allowed_tokens(seq).allowed_tokens)
+                mask[row, allowed[allowed < scores.shape[-1]]] = 0.0
             return scores + mask
 
     return SchemaLogitsProcessor

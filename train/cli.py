@@ -106,7 +106,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     ws = _workspace(args)
     opts = EvalOptions(
-        limit=args.limit,
+        limit=args.limit or None,
         max_new_tokens=args.max_new_tokens,
         batch_size=args.batch_size,
         general=not args.no_general,

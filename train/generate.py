@@ -15,12 +15,21 @@ log = logging.getLogger(__name__)
 Messages = list[dict[str, str]]
 
 
-def load_model(base_model: str, adapter: str | None = None, merge: bool = True) -> tuple[Any, Any]:
-    """(model, tokenizer) in eval mode; with an adapter, merged into the weights for speed."""
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_model(
+    base_model: str, adapter: str | None = None, merge: bool = True, device: str | None = None
+) -> tuple[Any, Any]:
+    """(model, tokenizer) in eval mode on `device` (default: the GPU if any); with an adapter,
+    merged into the weights for speed."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(base_model)
-    model = AutoModelForCausalLM.from_pretrained(base_model)
+    model = AutoModelForCausalLM.from_pretrained(base_model).to(device or default_device())
     if adapter:
         from peft import PeftModel
 

@@ -111,7 +111,7 @@ def device_defaults(sft: dict[str, Any]) -> dict[str, Any]:
 # ---- data ----------------------------------------------------------------------------------
 
 
-def prepare(cfg: TrainConfig, workspace: Workspace, is_main: bool = True) -> Prepared:
+def prepare(cfg: TrainConfig, workspace: Workspace) -> Prepared:
     """Resolve the base model and dataset; add the replay records (generated once, cached)."""
     from sopforge.train.models import resolve_base_model
     from sopforge.train.replay import base_answers, replay_count, replay_records
@@ -291,24 +291,25 @@ def _record_start(
         )
 
 
-def _set_status(
-    workspace: Workspace, run_id: str, status: str, metrics: dict[str, Any] | None = None
-) -> None:
+def _set_status(workspace: Workspace, run_id: str, status: str) -> None:
     with workspace.transaction() as db:
-        if metrics is None:
-            db.execute("UPDATE runs SET status = ? WHERE run_id = ?", (status, run_id))
-        else:
-            db.execute(
-                "UPDATE runs SET status = ?, metrics = ?, finished_at = ? WHERE run_id = ?",
-                (status, json.dumps(metrics), time.time(), run_id),
-            )
+        db.execute("UPDATE runs SET status = ? WHERE run_id = ?", (status, run_id))
 
 
-def _save_adapter(trainer: Any, target: Path) -> None:
-    """Save the adapter (+ tokenizer) to a temp folder and swap it in, so `adapter/` is whole."""
+def _save_adapter(trainer: Any, state: Any, target: Path) -> None:
+    """Save the adapter (+ tokenizer) to a temp folder and swap it in, so `adapter/` is whole.
+
+    Every process calls save_model (FSDP/DeepSpeed gather the weights collectively; only the
+    main process writes); the main one then renames.
+    """
     tmp = target.with_name(f".{target.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    if state.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    state.wait_for_everyone()
     trainer.save_model(str(tmp))
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return
     old = target.with_name(f".{target.name}.old")
     if target.exists():
         shutil.rmtree(old, ignore_errors=True)
@@ -351,7 +352,7 @@ def train(
     if resume and resume_from is None:
         log.warning("run %s has no checkpoint yet; starting it from step 0", run_id)
     with state.main_process_first():  # main imports the model / generates replay; others reuse
-        prepared = prepare(cfg, workspace, state.is_main_process)
+        prepared = prepare(cfg, workspace)
     metrics_file = path / "metrics.jsonl"
     if state.is_main_process:
         path.mkdir(parents=True, exist_ok=True)
@@ -383,8 +384,8 @@ def train(
         metrics = _train_metrics(trainer, result, prepared)
         if prepared.eval_records:
             metrics.update(trainer.evaluate())
+        _save_adapter(trainer, state, path / "adapter")
         if state.is_main_process:
-            _save_adapter(trainer, path / "adapter")
             _finish(workspace, run_id, prepared, path, metrics)
     except KeyboardInterrupt:
         if state.is_main_process:

@@ -1,15 +1,17 @@
 """Benchmark: TRL's default SFTTrainer settings vs sopforge's, same model, same data, one run.
 
-    python bench/train/run.py [--steps 12] [--dataset DIR|ID] [--workspace WS] [--base-model M]
+    python bench/train/run.py [--steps 8] [--dataset DIR|ID] [-w WORKSPACE] [--base-model M]
 
 Both arms train the same LoRA adapter (configs/train/smollm2-cpu.yaml's `lora:`) on the same
 prompt-completion records for --steps optimizer steps at the same batch size:
 
-- **trl-defaults**: `SFTConfig()` as TRL ships it (bf16 autocast on, gradient checkpointing on,
-  random batches, lr 2e-5), plus only what a run needs: use_cpu on a machine without a GPU (TRL's
-  default bf16 is refused there otherwise), the step bound, no checkpoint saving;
+- **trl-defaults**: `SFTConfig()` as TRL 1.16 ships it (bf16 autocast on, activation
+  checkpointing on, batches of 8 random records padded to the longest, max_length 1024, lr 2e-5),
+  plus only what a run needs: use_cpu on a machine without a GPU (TRL's default bf16 is refused
+  there otherwise), the step bound, no checkpoint saving;
 - **sopforge**: the `sft:` section of configs/train/smollm2-cpu.yaml through sopforge's own trainer
-  builder (bf16 autocast where the CPU has it, no gradient checkpointing, length-grouped batches).
+  builder (bf16 autocast where the CPU has it, no activation checkpointing, length-grouped
+  batches of 2 x 4 accumulation = the same 8 records per step, max_length 2048).
 
 Prints trained tokens/s of each (TRL's count of non-padding tokens / train_runtime), their ratio,
 and each arm's eval loss on the held-out records. The dataset is --dataset, else the workspace's
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import re
 import tempfile
 import time
@@ -28,7 +31,13 @@ from typing import Any
 
 from sopforge.records import make_record
 from sopforge.train.config import load_train_config
-from sopforge.train.data import DatasetError, read_records, resolve_dataset, to_hf_dataset
+from sopforge.train.data import (
+    DatasetError,
+    read_records,
+    resolve_dataset,
+    spread_by_task,
+    to_hf_dataset,
+)
 from sopforge.train.run import Prepared, build_trainer, device_defaults, environment
 from sopforge.workspace import Workspace
 
@@ -93,6 +102,20 @@ def load_data(args: argparse.Namespace, ws: Workspace) -> tuple[list, list, str]
         return train, evals, f"corpus Markdown ({CORPUS.resolve()})"
 
 
+def fits(records: list[dict[str, Any]], base: Path, max_tokens: int) -> list[dict[str, Any]]:
+    """Records whose chat-formatted length fits TRL's default max_length, so both arms' eval
+    losses are over the very same tokens."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(base))
+    return [
+        r
+        for r in records
+        if len(tok.apply_chat_template(r["messages"], tokenize=True, return_dict=True)["input_ids"])
+        <= max_tokens
+    ]
+
+
 def run_arm(name: str, trainer: Any) -> dict[str, Any]:
     t = time.perf_counter()
     result = trainer.train()
@@ -111,21 +134,35 @@ def run_arm(name: str, trainer: Any) -> dict[str, Any]:
         "train_loss": round(result.metrics["train_loss"], 4),
         "eval_loss": round(ev["eval_loss"], 4),
         "bf16": args.bf16,
-        "gradient_checkpointing": args.gradient_checkpointing,
+        "activation_checkpointing": args.activation_checkpointing,
         "sampling": args.train_sampling_strategy,
         "learning_rate": args.learning_rate,
         "batch_size": args.per_device_train_batch_size,
+        "grad_accum": args.gradient_accumulation_steps,
+        "max_length": args.max_length,
     }
+
+
+def show(r: dict[str, Any]) -> dict[str, Any]:
+    print(
+        f"{r['arm']:>13}: {r['tokens_per_s']:8.1f} tokens/s  ({r['tokens']} tokens, "
+        f"{r['steps']} steps x {r['batch_size']}x{r['grad_accum']} seqs, {r['train_runtime_s']} s)"
+        f"  eval_loss {r['eval_loss']:.4f}  bf16={r['bf16']} "
+        f"activation_ckpt={r['activation_checkpointing']} sampling={r['sampling']} "
+        f"lr={r['learning_rate']} max_length={r['max_length']}",
+        flush=True,
+    )
+    return r
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--steps", type=int, default=8, help="optimizer steps per arm")
     ap.add_argument("--dataset", default="", help="dataset folder or id (default: newest)")
-    ap.add_argument("--workspace", default=None)
+    ap.add_argument("-w", "--workspace", default=None, help="default: $SOPFORGE_WORKSPACE")
     ap.add_argument("--base-model", default="", help="default: the embedded SmolLM2-135M")
     ap.add_argument("--max-train", type=int, default=400, help="records used (same for both)")
-    ap.add_argument("--max-eval", type=int, default=48)
+    ap.add_argument("--max-eval", type=int, default=32)
     ap.add_argument("--json", default=None, help="also write the results as JSON here")
     args = ap.parse_args()
 
@@ -133,11 +170,15 @@ def main() -> None:
 
     from sopforge.train.models import resolve_base_model
 
-    ws = Workspace(args.workspace) if args.workspace else Workspace(tempfile.mkdtemp())
+    ws = Workspace(args.workspace)
     base = resolve_base_model(args.base_model, ws)
     train, evals, source = load_data(args, ws)
-    train, evals = train[: args.max_train], evals[: args.max_eval]
-    print(f"data: {source}: {len(train)} train / {len(evals)} eval records; base {base}")
+    random.Random(0).shuffle(train)  # a sample of every document and task, the same for both arms
+    train = train[: args.max_train]
+    evals = spread_by_task(fits(evals, base, 1024), args.max_eval)
+    print(
+        f"data: {source}: {len(train)} train / {len(evals)} eval records; base {base}", flush=True
+    )
     steps = [f"sft.max_steps={args.steps}", "sft.save_strategy=no", "replay.enabled=false"]
     cfg = load_train_config(None, [f"base_model={base}", *steps])
     prepared = Prepared(base, None, train, evals)  # type: ignore[arg-type]
@@ -147,13 +188,13 @@ def main() -> None:
         from peft import LoraConfig
         from transformers import AutoTokenizer
 
-        hw = {k: v for k, v in device_defaults({"bf16": None}).items() if k == "use_cpu"}
+        # use_cpu: TRL's default bf16 is refused on a machine without a GPU unless it is set.
+        hw = {"use_cpu": True} if device_defaults({}).get("use_cpu") else {}
         trl_args = SFTConfig(
             output_dir=f"{tmp}/trl",
             max_steps=args.steps,
             save_strategy="no",
             report_to="none",
-            per_device_train_batch_size=cfg.sft["per_device_train_batch_size"],
             **hw,
         )
         trl_trainer = SFTTrainer(
@@ -164,17 +205,10 @@ def main() -> None:
             processing_class=AutoTokenizer.from_pretrained(str(base)),
             peft_config=LoraConfig(task_type="CAUSAL_LM", **cfg.lora),
         )
-        results.append(run_arm("trl-defaults", trl_trainer))
+        results.append(show(run_arm("trl-defaults", trl_trainer)))
         del trl_trainer
         ours = build_trainer(cfg, prepared, Path(tmp) / "sopforge", ws)
-        results.append(run_arm("sopforge", ours))
-    for r in results:
-        print(
-            f"{r['arm']:>13}: {r['tokens_per_s']:8.1f} tokens/s  ({r['tokens']} tokens, "
-            f"{r['steps']} steps, {r['train_runtime_s']} s)  eval_loss {r['eval_loss']:.4f}  "
-            f"bf16={r['bf16']} grad_ckpt={r['gradient_checkpointing']} "
-            f"sampling={r['sampling']} lr={r['learning_rate']}"
-        )
+        results.append(show(run_arm("sopforge", ours)))
     ratio = results[1]["tokens_per_s"] / results[0]["tokens_per_s"]
     print(f"sopforge / trl-defaults throughput: {ratio:.2f}x")
     if args.json:

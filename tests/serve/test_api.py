@@ -15,8 +15,6 @@ from sopforge.serve.auth import revoke_key
 from sopforge.serve.config import EngineConfig
 from sopforge.serve.engine import Engine, OpenAIBackend
 
-pytestmark = pytest.mark.integration
-
 QUESTION = [{"role": "user", "content": "I lost my badge, what do I do?"}]
 
 

@@ -166,29 +166,11 @@ def test_missing_adapter_is_a_clear_error(tiny_model_dir: Path, tmp_path: Path) 
         load_merged(ModelSpec("x", str(tiny_model_dir), str(tmp_path)), torch.float32)
 
 
-@pytest.fixture(scope="module")
-def smollm2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The real bundled SmolLM2-135M-Instruct, imported from its GGUF into a temp workspace."""
-    from sopforge.train.models import import_default_model
+def test_concurrent_requests_are_serialized_safely(talking_model_dir: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
 
-    return import_default_model(Workspace(tmp_path_factory.mktemp("smollm2-ws")))
-
-
-@pytest.mark.integration
-def test_real_model_answers_schema_valid_json_under_constrained_decoding(smollm2_dir: Path) -> None:
-    import json
-
-    import jsonschema
-
-    from sopforge.contracts import default_registry
-
-    cfg = EngineConfig(dtype="float32", max_new_tokens=160, threads=1)
-    engine = Engine(LocalBackend(ModelSpec("smollm2", str(smollm2_dir)), cfg), cfg)
-    contract = default_registry().get("json:procedure")
-    question = (
-        "Give me the lost badge procedure as JSON: report the lost badge to security, then "
-        f"request a replacement from facilities. {contract.prompt_hint()}"
-    )
-    messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": question}]
-    answer = engine.generate(messages, format=contract, stream=False)
-    jsonschema.validate(json.loads(answer), contract.schema)
+    engine = Engine(LocalBackend(ModelSpec("talk", str(talking_model_dir)), FP32), FP32)
+    expected = engine.generate(MESSAGES, stream=False)
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: "".join(engine.generate(MESSAGES)), range(4)))
+    assert answers == [expected] * 4  # no interleaved tokens, no crashed generations

@@ -13,8 +13,6 @@ import pytest
 from sopforge.serve import admin
 from sopforge.serve.auth import User
 
-pytestmark = pytest.mark.integration
-
 
 def login(server: Any, name: str) -> httpx.Client:
     c = httpx.Client(base_url=server.url, timeout=30)

@@ -24,7 +24,9 @@ from sopforge.workspace import Workspace
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, tiny_model_dir: Path, tiny_dataset_dir: Path) -> tuple[Workspace, str]:
+def trained(
+    tmp_path_factory, tiny_model_dir: Path, tiny_dataset_dir: Path
+) -> tuple[Workspace, str]:
     ws = Workspace(tmp_path_factory.mktemp("eval") / "ws")
     over = [
         f"base_model={tiny_model_dir}",

@@ -87,9 +87,9 @@ def test_lora_steps_on_the_real_model_save_reload_generate(imported, tiny_datase
         "replay.enabled=false",
         "max_eval_records=2",
         "sft.max_steps=3",
-        "sft.per_device_train_batch_size=2",
+        "sft.per_device_train_batch_size=1",
         "sft.gradient_accumulation_steps=1",
-        "sft.max_length=256",
+        "sft.max_length=192",
         "sft.save_strategy=no",
     ]
     run_id = train(load_train_config(None, over), ws)  # base_model "" = the embedded model
