@@ -283,6 +283,14 @@ class OpenAIBackend:
             raise EngineError(f"{self.cfg.openai_base_url}: the model server failed: {e}") from e
 
 
+def serving_spec(ws: Workspace, cfg: EngineConfig) -> ModelSpec:
+    """What the workspace says to serve. For `openai` the remote server holds the weights; the
+    promoted row only names the model in the API and the audit log."""
+    if cfg.backend == "openai":
+        return promoted_model(ws) or ModelSpec(f"openai:{cfg.openai_model}", "")
+    return resolve_model(ws, cfg)
+
+
 def load_backend(spec: ModelSpec, cfg: EngineConfig) -> Backend:
     if cfg.backend == "openai":
         return OpenAIBackend(cfg, model_id=spec.model_id)
@@ -307,10 +315,7 @@ class Engine:
     def from_workspace(
         cls, ws: Workspace, cfg: EngineConfig, registry: ContractRegistry | None = None
     ) -> Engine:
-        if cfg.backend == "openai":
-            spec = promoted_model(ws) or ModelSpec(f"openai:{cfg.openai_model}", "")
-            return cls(OpenAIBackend(cfg, model_id=spec.model_id), cfg, registry)
-        return cls(LocalBackend(resolve_model(ws, cfg), cfg), cfg, registry)
+        return cls(load_backend(serving_spec(ws, cfg), cfg), cfg, registry)
 
     @property
     def backend(self) -> Backend:
@@ -330,11 +335,7 @@ class Engine:
 
     def reload(self, ws: Workspace) -> str:
         """Load the workspace's promoted model (or the configured base) and swap it in."""
-        if self.cfg.backend == "openai":
-            spec = promoted_model(ws) or ModelSpec(f"openai:{self.cfg.openai_model}", "")
-            self.swap(OpenAIBackend(self.cfg, model_id=spec.model_id))
-        else:
-            self.swap(LocalBackend(resolve_model(ws, self.cfg), self.cfg))
+        self.swap(load_backend(serving_spec(ws, self.cfg), self.cfg))
         return self.model_id
 
     def contract(self, format: str | Contract | None) -> Contract | None:

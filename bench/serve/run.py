@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/serve/run.py [--model DIR] [--adapter DIR] [--tokens 96] [--json out.json]
 
-1. Same model, same adapter, same prompt, greedy, in one process:
+1. Same model, same adapter, same prompt, greedy, in one process, alternating runs (medians):
    - plain: the PEFT model as loaded (adapter not merged) with `model.generate`; time to first
      token = a 1-token generate (prefill + one step); decode tokens/s from an N-token generate.
    - engine: `Engine.generate(stream=True)` (adapter merged, TextIteratorStreamer thread); time to
@@ -50,23 +50,26 @@ def make_adapter(model_dir: Path, out: Path) -> Path:
     return out
 
 
-def plain_generate(
-    model_dir: Path, adapter: Path, messages: list[dict[str, str]], n: int, dtype: Any
-) -> dict[str, float]:
-    import torch
+def load_plain(model_dir: Path, adapter: Path, dtype: Any) -> tuple[Any, Any]:
+    """The PEFT model as `PeftModel.from_pretrained` gives it: adapter applied, not merged."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_dir)
-    model = PeftModel.from_pretrained(
-        AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype), adapter
-    ).eval()
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
+    return PeftModel.from_pretrained(base, adapter).eval(), tok
+
+
+def plain_generate(
+    model: Any, tok: Any, messages: list[dict[str, str]], n: int
+) -> dict[str, float]:
+    import torch
+
     inputs = tok.apply_chat_template(
         messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
     )
     kwargs = {"do_sample": False, "pad_token_id": tok.pad_token_id or tok.eos_token_id}
     with torch.no_grad():
-        model.generate(**inputs, max_new_tokens=2, **kwargs)  # warm-up
         t0 = time.perf_counter()
         model.generate(**inputs, max_new_tokens=1, **kwargs)
         ttft = time.perf_counter() - t0
@@ -82,9 +85,12 @@ def plain_generate(
     }
 
 
+def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+
+
 def engine_generate(engine: Any, messages: list[dict[str, str]], n: int) -> dict[str, float]:
     tok = engine.backend.tokenizer
-    list(engine.generate(messages, max_new_tokens=2))  # warm-up
     t0 = time.perf_counter()
     first = None
     parts = []
@@ -213,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--tokens", type=int, default=96, help="tokens to decode per measurement")
     p.add_argument("--dtype", default="auto", choices=("auto", "bfloat16", "float32"))
+    p.add_argument(
+        "--repeats", type=int, default=3, help="alternating runs of each; medians are reported"
+    )
     p.add_argument("--clients", type=int, default=8)
     p.add_argument("--per-client", type=int, default=2)
     p.add_argument("--client-tokens", type=int, default=48)
@@ -257,8 +266,18 @@ def main(argv: list[str] | None = None) -> int:
         "dtype": str(dtype).replace("torch.", ""),
         "tokens": args.tokens,
     }
-    results["plain_generate"] = plain_generate(model_dir, adapter, messages, args.tokens, dtype)
-    results["engine_stream"] = engine_generate(engine, messages, args.tokens)
+    plain_model, plain_tok = load_plain(model_dir, adapter, dtype)
+    plain_generate(plain_model, plain_tok, messages, 2)  # warm-up both
+    list(engine.generate(messages, max_new_tokens=2))
+    plain_runs, engine_runs = [], []
+    for _ in range(args.repeats):  # alternate, so drifting machine load hits both alike
+        plain_runs.append(plain_generate(plain_model, plain_tok, messages, args.tokens))
+        engine_runs.append(engine_generate(engine, messages, args.tokens))
+    del plain_model
+    results["repeats"] = args.repeats
+    results["plain_generate"] = median_of(plain_runs)
+    results["engine_stream"] = median_of(engine_runs)
+    results["runs"] = {"plain_generate": plain_runs, "engine_stream": engine_runs}
     results["concurrent"] = concurrent_clients(
         engine, ws, args.clients, args.per_client, args.client_tokens
     )
@@ -267,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"model {model_dir.name} ({results['dtype']}), prompt {pg['prompt_tokens']} tokens, {args.tokens} new tokens"
     )
-    print(f"{'':24}{'TTFT s':>10}{'decode tok/s':>14}")
+    print(f"{'median of ' + str(args.repeats):24}{'TTFT s':>10}{'decode tok/s':>14}")
     print(f"{'plain model.generate':24}{pg['ttft_s']:>10.3f}{pg['decode_tok_s']:>14.1f}")
     print(f"{'engine (merged, stream)':24}{en['ttft_s']:>10.3f}{en['decode_tok_s']:>14.1f}")
     print(

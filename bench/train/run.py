@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import re
 import tempfile
@@ -164,7 +165,18 @@ def main() -> None:
     ap.add_argument("--max-train", type=int, default=400, help="records used (same for both)")
     ap.add_argument("--max-eval", type=int, default=32)
     ap.add_argument("--json", default=None, help="also write the results as JSON here")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch intra-op threads (default: torch's choice); 1 gives steadier numbers on a "
+        "machine busy with other jobs",
+    )
     args = ap.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     from trl import SFTConfig, SFTTrainer
 
@@ -213,6 +225,7 @@ def main() -> None:
     print(f"sopforge / trl-defaults throughput: {ratio:.2f}x")
     if args.json:
         out = {"results": results, "ratio": ratio, "data": source, "env": environment()}
+        out["env"]["load_average"] = os.getloadavg()
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(out, indent=2))
 

@@ -34,9 +34,17 @@ def trained(
         "replay.max_new_tokens=8",
         "sft.max_steps=2",
         "sft.per_device_train_batch_size=4",
+        "sft.gradient_accumulation_steps=1",
         "sft.save_strategy=no",
     ]
-    return ws, train(load_train_config(None, over), ws)
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # see one_thread_for_tiny_models in conftest.py
+    try:
+        return ws, train(load_train_config(None, over), ws)
+    finally:
+        torch.set_num_threads(before)
 
 
 def _rec(tiny_dataset_dir: Path, task: str) -> dict:
