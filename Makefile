@@ -7,7 +7,7 @@ DEMO_WS ?= workspace
 PORT   ?= 7860
 export SOPFORGE_WORKSPACE := $(DEMO_WS)
 
-.PHONY: install demo demo-pipeline serve test test-fast lint format bench clean
+.PHONY: install install-llamacpp demo demo-pipeline serve test test-fast lint format bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,9 +30,12 @@ demo-pipeline: install
 	$(BIN)/sopforge models import
 	$(BIN)/sopforge train --config configs/train/demo-cpu.yaml
 	$(BIN)/sopforge eval --limit 40
-	$(BIN)/sopforge models promote latest
-	$(BIN)/sopforge users add employee --role employee --password employee --if-missing
-	$(BIN)/sopforge users add admin --role admin --password admin --if-missing
+	@# promotion is gated on the evaluation; a short demo run that misses the gate is promoted with
+	@# --force, which the registry logs as forced
+	$(BIN)/sopforge models promote latest || $(BIN)/sopforge models promote latest --force --reason "make demo: short run"
+	@$(BIN)/sopforge users list | grep -q '^employee' || printf 'employee\n' | $(BIN)/sopforge users add employee --role employee --password-stdin
+	@$(BIN)/sopforge users list | grep -q '^admin' || printf 'admin\n' | $(BIN)/sopforge users add admin --role admin --password-stdin
+	@echo "demo users: employee / employee and admin / admin (change them: sopforge users add NAME --role ...)"
 
 serve: install
 	$(BIN)/sopforge serve --host 127.0.0.1 --port $(PORT)
@@ -51,6 +54,11 @@ format: install
 
 bench: install
 	$(BIN)/python bench/ingest/run.py
+
+# llama.cpp decode backend (optional): built from source; a native build dies with "Illegal instruction"
+install-llamacpp: install
+	CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_AVX512=ON -DGGML_FMA=ON -DGGML_F16C=ON" \
+		$(BIN)/python -m pip install -q -e '.[llamacpp]'
 
 clean:
 	rm -rf $(VENV) workspace .pytest_cache

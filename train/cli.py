@@ -55,6 +55,29 @@ def register(subparsers: Any) -> None:
     p.add_argument("--no-general", action="store_true", help="skip the general-prompt check")
     p.set_defaults(func=cmd_eval)
 
+    p = subparsers.add_parser(
+        "retrain",
+        help="after procedures change: train on the current dataset, gate against the promoted "
+        "model and the stale-procedure probes, promote if it passes",
+        description="Train on the newest dataset (warm-started from the promoted adapter), evaluate "
+        "against the promoted model on the same held-out records, ask the stale-procedure probes of "
+        "every changed section, and promote only if nothing regresses beyond the tolerance and the "
+        "probes pass. Writes runs/<id>/retrain.md.",
+    )
+    p.add_argument("--config", default=None, help="train config YAML (default: smollm2-cpu.yaml)")
+    p.add_argument(
+        "--cold", action="store_true", help="start from a fresh LoRA, not the promoted adapter"
+    )
+    p.add_argument("--force", action="store_true", help="promote even if the gate fails (logged)")
+    p.add_argument(
+        "--limit", type=int, default=60, help="held-out records compared (spread over tasks)"
+    )
+    p.add_argument(
+        "--tolerance", type=float, default=0.02, help="allowed drop in compliance / ROUGE-L"
+    )
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="train config overrides")
+    p.set_defaults(func=cmd_retrain)
+
     p = subparsers.add_parser("models", help="list, import, promote and roll back models")
     sub = p.add_subparsers(dest="models_command", metavar="ACTION", required=True)
     q = sub.add_parser("import", help="import a base model (default: the embedded SmolLM2-135M)")
@@ -74,6 +97,22 @@ def register(subparsers: Any) -> None:
     q = sub.add_parser("rollback", help="re-promote the previously promoted model")
     q.add_argument("--reason", default="")
     q.set_defaults(func=cmd_models_rollback)
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    from sopforge.train.retrain import retrain, retrain_markdown
+
+    result = retrain(
+        _workspace(args),
+        config=args.config,
+        overrides=args.overrides,
+        warm_start=not args.cold,
+        force=args.force,
+        eval_limit=args.limit,
+        tolerance=args.tolerance,
+    )
+    print(retrain_markdown(result))
+    return 0 if result["promoted"] else 3
 
 
 def cmd_train(args: argparse.Namespace) -> int:

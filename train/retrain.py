@@ -34,7 +34,11 @@ class RetrainError(UserError):
 
 
 def _score_model(
-    base_model: str, adapter: str | None, records: list[dict], sources: list[str | None], probes: list[P.Probe]
+    base_model: str,
+    adapter: str | None,
+    records: list[dict],
+    sources: list[str | None],
+    probes: list[P.Probe],
 ) -> tuple[dict[str, Any], list[P.ProbeResult]]:
     """Answers of one model on the held-out records and the probes, scored."""
     from sopforge.contracts import default_registry
@@ -43,23 +47,35 @@ def _score_model(
 
     model, tok = load_model(base_model, adapter)
     caps = [min(320, len(tok(answer_of(r))["input_ids"]) * 3 // 2 + 32) for r in records]
-    answers = generate(model, tok, [prompt_of(r) for r in records], max_new_tokens=caps, desc="held-out")
+    answers = generate(
+        model, tok, [prompt_of(r) for r in records], max_new_tokens=caps, desc="held-out"
+    )
     registry = default_registry()
-    scores = [score_answer(r, a, s, registry) for r, a, s in zip(records, answers, sources, strict=True)]
-    results = P.run_probes(probes, lambda prompts: generate(model, tok, prompts, max_new_tokens=160, desc="probes"))
-    del model
+    scores = [
+        score_answer(r, a, s, registry) for r, a, s in zip(records, answers, sources, strict=True)
+    ]
+    results = P.run_probes(
+        probes, lambda prompts: generate(model, tok, prompts, max_new_tokens=160, desc="probes")
+    )
     return summarize(scores), results
 
 
-def gate(new: dict[str, Any], old: dict[str, Any] | None, probe_summary: dict[str, Any], tolerance: float,
-         min_probe_pass: float) -> list[str]:
+def gate(
+    new: dict[str, Any],
+    old: dict[str, Any] | None,
+    probe_summary: dict[str, Any],
+    tolerance: float,
+    min_probe_pass: float,
+) -> list[str]:
     """Reasons not to promote (empty = promote)."""
     reasons = []
     if old is not None:
         for metric in ("compliance", "rouge_l"):
             n, o = new.get(metric), old.get(metric)
             if n is not None and o is not None and n < o - tolerance:
-                reasons.append(f"{metric} fell from {o:.3f} (promoted) to {n:.3f} (new), beyond the tolerance {tolerance}")
+                reasons.append(
+                    f"{metric} fell from {o:.3f} (promoted) to {n:.3f} (new), beyond the tolerance {tolerance}"
+                )
     rate = probe_summary.get("pass_rate")
     if rate is not None and rate < min_probe_pass:
         reasons.append(
@@ -100,7 +116,9 @@ def retrain(
     records = spread_by_task(read_records(ds.path / "eval.jsonl"), eval_limit)
     sources = [source_text(ws, r) for r in records]
     probes = P.probes_from_workspace(ws, ds.path)
-    new_scores, new_probes = _score_model(new_model["base_model"], new_model["adapter_path"], records, sources, probes)
+    new_scores, new_probes = _score_model(
+        new_model["base_model"], new_model["adapter_path"], records, sources, probes
+    )
     old_scores, old_probes = (None, [])
     if promoted:
         old_scores, old_probes = _score_model(
@@ -108,11 +126,21 @@ def retrain(
         )
     probe_summary = P.summary(new_probes)
     reasons = gate(new_scores, old_scores, probe_summary, tolerance, min_probe_pass)
-    reasons += [r for r in registry.gate(registry.show_model(ws, run_id), promoted) if r not in reasons]
+    reasons += [
+        r for r in registry.gate(registry.show_model(ws, run_id), promoted) if r not in reasons
+    ]
     promoted_now = False
     if not reasons or force:
-        registry.promote(ws, run_id, force=True, reason=("forced: " + "; ".join(reasons)) if reasons else "retrain gate passed")
+        registry.promote(
+            ws,
+            run_id,
+            force=True,
+            reason=("forced: " + "; ".join(reasons)) if reasons else "retrain gate passed",
+        )
         promoted_now = True
+        if reasons:  # the registry's own gate may have passed: the override is ours, log it as forced
+            with ws.transaction() as db:
+                db.execute("UPDATE promotions SET forced = 1 WHERE id = (SELECT MAX(id) FROM promotions)")
     result = {
         "run_id": run_id,
         "dataset_id": ds.dataset_id,
@@ -139,9 +167,16 @@ def _pct(v: float | None) -> str:
 def retrain_markdown(r: dict[str, Any]) -> str:
     lines = [f"# Retrain {r['run_id']}", ""]
     if r["promoted"]:
-        lines.append("**Promoted**" + (" (forced despite: " + "; ".join(r["reasons"]) + ")" if r["forced"] else "."))
+        lines.append(
+            "**Promoted**"
+            + (" (forced despite: " + "; ".join(r["reasons"]) + ")" if r["forced"] else ".")
+        )
     else:
-        lines.append("**Not promoted**: " + "; ".join(r["reasons"]) + f". {r['previous_model']} keeps serving.")
+        lines.append(
+            "**Not promoted**: "
+            + "; ".join(r["reasons"])
+            + f". {r['previous_model']} keeps serving."
+        )
     lines += ["", f"Dataset {r['dataset_id']}; warm start: {r['warm_start']}.", ""]
     lines += ["| metric | previous | new |", "|---|---|---|"]
     prev = r["previous"] or {}
@@ -150,12 +185,28 @@ def retrain_markdown(r: dict[str, Any]) -> str:
     p = r["probes"]
     lines += ["", f"## Stale-procedure probes: {p['passed']}/{p['probes']} passed", ""]
     if p["results"]:
-        lines += ["| section | question | new facts | old facts | new model | previous model |", "|---|---|---|---|---|---|"]
-        prev_results = {(x["section_id"], x["question"]): x for x in (r["previous_probes"] or {}).get("results", [])}
+        lines += [
+            "| section | question | new facts | old facts | new model | previous model |",
+            "|---|---|---|---|---|---|",
+        ]
+        prev_results = {
+            (x["section_id"], x["question"]): x
+            for x in (r["previous_probes"] or {}).get("results", [])
+        }
         for x in p["results"]:
             old = prev_results.get((x["section_id"], x["question"]))
-            verdict = "pass" if x["passed"] else ("OLD answer" if x["has_old"] else "missing new fact")
-            prev_verdict = "–" if old is None else ("pass" if old["passed"] else ("OLD answer" if old["has_old"] else "missing new fact"))
+            verdict = (
+                "pass" if x["passed"] else ("OLD answer" if x["has_old"] else "missing new fact")
+            )
+            prev_verdict = (
+                "–"
+                if old is None
+                else (
+                    "pass"
+                    if old["passed"]
+                    else ("OLD answer" if old["has_old"] else "missing new fact")
+                )
+            )
             lines.append(
                 f"| {x['doc_id']} § {x['section_id']} | {x['question'][:80]} | {', '.join(x['new_facts'])} | "
                 f"{', '.join(x['old_facts'])} | {verdict} | {prev_verdict} |"

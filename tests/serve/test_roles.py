@@ -155,3 +155,32 @@ def test_ui_requires_a_session(live_server: Any) -> None:
     assert employee.get("/ui/config").status_code == 200
     employee.get("/logout")
     assert employee.get("/ui/config").status_code == 401
+
+
+def test_run_training_adapter_feeds_progress_from_the_trainer_callbacks(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The one wiring point to the train stage: train(cfg, workspace, callbacks=[...])."""
+    from types import SimpleNamespace
+
+    import sopforge.train.run as train_run
+    from sopforge.train.config import TrainConfig
+    from sopforge.workspace import Workspace
+
+    seen: dict[str, Any] = {}
+
+    def fake_train(cfg: Any, workspace: Any, *, callbacks: Any = ()) -> str:
+        seen.update(cfg=cfg, workspace=workspace)
+        for step in (1, 2):
+            state = SimpleNamespace(global_step=step, max_steps=2)
+            for cb in callbacks:
+                cb.on_step_end(None, state, None)
+                cb.on_log(None, state, None, logs={"loss": 3.0 - step})
+        return "run-9"
+
+    monkeypatch.setattr(train_run, "train", fake_train)
+    ws = Workspace(tmp_path / "ws")
+    status = admin.TrainingStatus()
+    assert admin.run_training(ws, "", status) == "run-9"
+    assert isinstance(seen["cfg"], TrainConfig) and seen["workspace"] is ws
+    assert (status.step, status.max_steps, status.losses) == (2, 2, [(1, 2.0), (2, 1.0)])
