@@ -199,4 +199,10 @@ def serve(cfg: ServeConfig, workspace: Workspace) -> None:
         cfg.host,
         cfg.port,
     )
-    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info")
+    from sopforge.serve.engine import RegistryWatcher
+
+    watcher = RegistryWatcher(app.state.sopforge.engine, workspace).start()
+    try:
+        uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info")
+    finally:
+        watcher.stop()

@@ -377,3 +377,41 @@ class Engine:
             messages, self.contract(format), max_new_tokens or self.cfg.max_new_tokens
         )
         return deltas if stream else "".join(deltas)
+
+
+class RegistryWatcher:
+    """Keeps a running server on the promoted model: when another process (`sopforge models
+    promote|rollback`, `sopforge retrain`) changes the registry, the new model is loaded beside the
+    old one and swapped in; chats in flight finish on the model they started with."""
+
+    def __init__(self, engine: Engine, ws: Workspace, interval_s: float = 1.0):
+        self.engine, self.ws, self.interval_s = engine, ws, interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def check(self) -> bool:
+        """Swap if the promoted model is not the one served; True if it swapped."""
+        spec = serving_spec(self.ws, self.engine.cfg)
+        if spec.model_id == self.engine.model_id:
+            return False
+        self.engine.swap(load_backend(spec, self.engine.cfg))
+        return True
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.check()
+            except Exception:  # a bad promotion must not take the server down: keep serving
+                log.exception(
+                    "could not switch to the promoted model; still serving %s", self.engine.model_id
+                )
+
+    def start(self) -> RegistryWatcher:
+        self._thread = threading.Thread(target=self._loop, name="registry-watcher", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)

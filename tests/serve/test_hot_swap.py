@@ -1,0 +1,101 @@
+"""Hot swap: a running engine follows promotions and rollbacks made by another process."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from sopforge.serve.config import EngineConfig
+from sopforge.serve.engine import Engine, RegistryWatcher
+from sopforge.train import registry
+from sopforge.workspace import Workspace
+
+
+def _adapter(base: Path, out: Path, seed: int) -> Path:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(base),
+        LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False),
+    )
+    model.save_pretrained(out)
+    return out
+
+
+def _register(ws: Workspace, model_id: str, base: Path, adapter: Path) -> None:
+    with ws.transaction() as db:
+        db.execute(
+            "INSERT INTO runs (run_id, created_at, kind, base_model, config, status, path, metrics)"
+            " VALUES (?, ?, 'train', ?, '{}', 'finished', ?, '{}')",
+            (model_id, time.time(), str(base), str(adapter.parent)),
+        )
+        db.execute(
+            "INSERT INTO models (model_id, run_id, base_model, adapter_path, created_at) VALUES (?, ?, ?, ?, ?)",
+            (model_id, model_id, str(base), str(adapter), time.time()),
+        )
+
+
+@pytest.fixture
+def two_models(tmp_path: Path, tiny_model_dir: Path) -> Workspace:
+    ws = Workspace(tmp_path / "ws")
+    for i, name in enumerate(("run-a", "run-b")):
+        _register(
+            ws, name, tiny_model_dir, _adapter(tiny_model_dir, tmp_path / name / "adapter", i)
+        )
+    registry.promote(ws, "run-a", force=True)
+    return ws
+
+
+def test_engine_follows_promote_and_rollback_without_dropping_a_chat(two_models: Workspace) -> None:
+    ws = two_models
+    cfg = EngineConfig(dtype="float32", max_new_tokens=24, threads=1)
+    engine = Engine.from_workspace(ws, cfg)
+    watcher = RegistryWatcher(engine, ws, interval_s=0.1)
+    assert engine.model_id == "run-a" and not watcher.check()
+    msgs = [{"role": "user", "content": "How do I report a lost badge?"}]
+    before = engine.generate(msgs, stream=False)
+
+    in_flight = engine.generate(msgs, stream=True)  # a chat that started on run-a
+    first = next(in_flight, "")
+    registry.promote(ws, "run-b", force=True)  # as `sopforge models promote` in another process
+    watcher.start()
+    try:
+        deadline = time.monotonic() + 5
+        while engine.model_id != "run-b" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert engine.model_id == "run-b"
+        rest = "".join(in_flight)  # the chat in flight finishes on the model it started with
+        assert (first + rest).strip() == before.strip()
+        assert engine.generate(msgs, stream=False) != before  # a different adapter answers now
+
+        t = time.monotonic()
+        registry.rollback(ws)
+        while engine.model_id != "run-a" and time.monotonic() - t < 5:
+            time.sleep(0.05)
+        elapsed = time.monotonic() - t
+        assert engine.model_id == "run-a" and elapsed < 5
+        assert engine.generate(msgs, stream=False) == before
+    finally:
+        watcher.stop()
+
+
+def test_a_broken_promotion_keeps_the_old_model_serving(
+    two_models: Workspace, tmp_path: Path
+) -> None:
+    ws = two_models
+    engine = Engine.from_workspace(ws, EngineConfig(dtype="float32", max_new_tokens=8, threads=1))
+    with ws.transaction() as db:
+        db.execute(
+            "UPDATE models SET adapter_path=? WHERE model_id='run-b'", (str(tmp_path / "gone"),)
+        )
+    registry.promote(ws, "run-b", force=True)
+    watcher = RegistryWatcher(engine, ws, interval_s=0.05).start()
+    time.sleep(0.5)
+    watcher.stop()
+    assert engine.model_id == "run-a"
+    assert engine.generate([{"role": "user", "content": "hi"}], stream=False) is not None
