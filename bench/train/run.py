@@ -144,6 +144,32 @@ def run_arm(name: str, trainer: Any) -> dict[str, Any]:
     }
 
 
+def trl_defaults_trainer(cfg: Any, prepared: Prepared, out: Path, ws: Workspace, steps: int) -> Any:
+    """SFTConfig() as TRL ships it, plus only what a run needs here."""
+    from peft import LoraConfig
+    from transformers import AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    # use_cpu: TRL's default bf16 is refused on a machine without a GPU unless it is set.
+    hw = {"use_cpu": True} if device_defaults({}).get("use_cpu") else {}
+    args = SFTConfig(
+        output_dir=str(out), max_steps=steps, save_strategy="no", report_to="none", **hw
+    )
+    return SFTTrainer(
+        model=str(prepared.base_model),
+        args=args,
+        train_dataset=to_hf_dataset(prepared.train_records),
+        eval_dataset=to_hf_dataset(prepared.eval_records),
+        processing_class=AutoTokenizer.from_pretrained(str(prepared.base_model)),
+        peft_config=LoraConfig(task_type="CAUSAL_LM", **cfg.lora),
+    )
+
+
+def sopforge_trainer(cfg: Any, prepared: Prepared, out: Path, ws: Workspace, steps: int) -> Any:
+    """sopforge's own trainer builder with configs/train/smollm2-cpu.yaml (steps in `cfg`)."""
+    return build_trainer(cfg, prepared, out, ws)
+
+
 def show(r: dict[str, Any]) -> dict[str, Any]:
     print(
         f"{r['arm']:>13}: {r['tokens_per_s']:8.1f} tokens/s  ({r['tokens']} tokens, "
@@ -166,6 +192,12 @@ def main() -> None:
     ap.add_argument("--max-eval", type=int, default=32)
     ap.add_argument("--json", default=None, help="also write the results as JSON here")
     ap.add_argument(
+        "--order",
+        default="trl-defaults,sopforge",
+        choices=["trl-defaults,sopforge", "sopforge,trl-defaults"],
+        help="which arm runs first (alternate on a machine whose load changes)",
+    )
+    ap.add_argument(
         "--threads",
         type=int,
         default=0,
@@ -177,8 +209,6 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-
-    from trl import SFTConfig, SFTTrainer
 
     from sopforge.train.models import resolve_base_model
 
@@ -194,37 +224,22 @@ def main() -> None:
     steps = [f"sft.max_steps={args.steps}", "sft.save_strategy=no", "replay.enabled=false"]
     cfg = load_train_config(None, [f"base_model={base}", *steps])
     prepared = Prepared(base, None, train, evals)  # type: ignore[arg-type]
-    results = []
+    arms = {"trl-defaults": trl_defaults_trainer, "sopforge": sopforge_trainer}
+    results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        # TRL's defaults: only what is needed to run here, everything else as shipped.
-        from peft import LoraConfig
-        from transformers import AutoTokenizer
-
-        # use_cpu: TRL's default bf16 is refused on a machine without a GPU unless it is set.
-        hw = {"use_cpu": True} if device_defaults({}).get("use_cpu") else {}
-        trl_args = SFTConfig(
-            output_dir=f"{tmp}/trl",
-            max_steps=args.steps,
-            save_strategy="no",
-            report_to="none",
-            **hw,
-        )
-        trl_trainer = SFTTrainer(
-            model=str(base),
-            args=trl_args,
-            train_dataset=to_hf_dataset(train),
-            eval_dataset=to_hf_dataset(evals),
-            processing_class=AutoTokenizer.from_pretrained(str(base)),
-            peft_config=LoraConfig(task_type="CAUSAL_LM", **cfg.lora),
-        )
-        results.append(show(run_arm("trl-defaults", trl_trainer)))
-        del trl_trainer
-        ours = build_trainer(cfg, prepared, Path(tmp) / "sopforge", ws)
-        results.append(show(run_arm("sopforge", ours)))
-    ratio = results[1]["tokens_per_s"] / results[0]["tokens_per_s"]
+        for name in args.order.split(","):
+            trainer = arms[name](cfg, prepared, Path(tmp) / name, ws, args.steps)
+            results[name] = show(run_arm(name, trainer))
+            del trainer
+    ratio = results["sopforge"]["tokens_per_s"] / results["trl-defaults"]["tokens_per_s"]
     print(f"sopforge / trl-defaults throughput: {ratio:.2f}x")
     if args.json:
-        out = {"results": results, "ratio": ratio, "data": source, "env": environment()}
+        out = {
+            "results": list(results.values()),
+            "ratio": ratio,
+            "data": source,
+            "env": environment(),
+        }
         out["env"]["load_average"] = os.getloadavg()
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(out, indent=2))
