@@ -9,18 +9,21 @@ HF tokenizer's, written by the exporter) rendered the way transformers renders i
 Jinja2ChatFormatter mirrors transformers' Jinja environment), tokenized with special tokens
 parsed and no extra BOS (apply_chat_template adds none either). Decoding is greedy.
 
-Speed choices, measured on a 2-core CPU (bench/decode/run.py):
-- threads = physical cores, for decode *and* prompt processing (llama-cpp-python's default
-  decode thread count is half the logical CPUs: one thread on a 2-core machine);
-- one logical batch for the whole prompt (n_batch = n_ctx) and large physical batches (n_ubatch)
-  so long prompts go through few big matrix products;
-- flash attention on: the attention over a 2,000-token prompt is then computed in tiles instead of
-  materialising the full score matrix per head.
+Speed choices (measured with bench/decode/run.py on the 2-core CPU this project targets):
+- Threads: one fewer than the physical cores (at least one), for decode and prompt processing
+  alike. ggml's threads meet at a spinning barrier after every operation (~600 per token); when
+  another process takes one of the cores, the thread that waits spins out its whole time slice at
+  each barrier. On the 2-core machine next to a training job, 2 threads decoded 0.4 tokens/s and
+  1 thread 15 tokens/s, and 2 threads processed prompts 2x slower than 1. (llama-cpp-python's
+  own defaults are half the CPUs to decode and all of them for prompts: the worst case here.)
+- Flash attention on: prompt processing of 2,000 tokens ~1.7x faster (no full score matrix).
+- The whole prompt is one logical batch (n_batch = n_ctx); the physical batch (n_ubatch) size
+  made no measurable difference between 256 and 2,048, so it stays at llama.cpp's 512.
 - Prefix reuse: llama.cpp keeps the KV cache of the previous request, and llama-cpp-python
-  re-evaluates only the tokens after the longest common prefix. A retry (same prompt plus the
-  failed answer and the format error) or a follow-up turn therefore pays only for its new tokens.
-  llama-cpp-python's LlamaRAMCache is not used: it snapshots the logits of every prompt token
-  (n_tokens x vocab floats, ~400 MB for a 2,000-token prompt) on every request.
+  re-evaluates only the tokens after the longest common prefix. A format retry (same prompt plus
+  the failed answer and the error) or a follow-up turn therefore pays only for its new tokens.
+  llama-cpp-python's LlamaRAMCache is not used: on every request it copies the logits of every
+  prompt token (n_tokens x vocab floats: ~400 MB for a 2,000-token prompt).
 """
 
 from __future__ import annotations
@@ -58,6 +61,11 @@ def physical_cores() -> int:
     return max(1, len(cores))
 
 
+def default_threads() -> int:
+    """Physical cores less one (see the module docstring: an oversubscribed ggml pool collapses)."""
+    return max(1, physical_cores() - 1)
+
+
 def import_llama_cpp() -> Any:
     try:
         import llama_cpp
@@ -87,7 +95,7 @@ class LlamaCppBackend:
         path = Path(gguf_path)
         if not path.is_file():
             raise LlamaCppError(f"GGUF model {path} does not exist; export it with export_gguf()")
-        threads = n_threads or physical_cores()
+        threads = n_threads or default_threads()
         self.model_id = model_id or path.stem
         self.constrained_json = constrained_json
         self.llm = llama_cpp.Llama(

@@ -8,10 +8,15 @@ never ask for them (e.g. ingest tests) don't pay for them.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+# Before anything imports torch: idle OpenMP threads sleep instead of spinning. The suite runs on
+# small shared CI machines beside other jobs, where spinning threads slow torch down 2-3x.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # SmolLM2-Instruct's ChatML template (without its default system prompt), so tests exercise the
 # same prompt shape the real model uses.

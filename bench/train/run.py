@@ -30,8 +30,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sopforge.records import make_record
-from sopforge.train.config import load_train_config
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the `sopforge` CLI does; before torch
+
+from sopforge.records import make_record  # noqa: E402
+from sopforge.train.config import load_train_config  # noqa: E402
 from sopforge.train.data import (
     DatasetError,
     read_records,
@@ -39,8 +41,8 @@ from sopforge.train.data import (
     spread_by_task,
     to_hf_dataset,
 )
-from sopforge.train.run import Prepared, build_trainer, device_defaults, environment
-from sopforge.workspace import Workspace
+from sopforge.train.run import Prepared, build_trainer, device_defaults, environment  # noqa: E402
+from sopforge.workspace import Workspace  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 CORPUS = REPO / ".." / "shared" / "corpus" / "md"
