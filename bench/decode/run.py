@@ -237,7 +237,7 @@ def run_llamacpp(name: str, gguf: Path, args: Any, prompts, warmup) -> PathResul
     from sopforge.serve.llamacpp import LlamaCppBackend
 
     t = time.perf_counter()
-    backend = LlamaCppBackend(gguf, n_ctx=args.n_ctx)
+    backend = LlamaCppBackend(gguf, n_ctx=args.n_ctx, n_threads=args.threads or None)
     load_s = time.perf_counter() - t
 
     def stream(messages: list[dict[str, str]]) -> Iterator[str]:
@@ -299,6 +299,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lengths", type=int, nargs="+", default=[500, 2000])
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--n-ctx", type=int, default=4096)
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="threads for every path (0: torch's default, the llama.cpp backend's default)",
+    )
     p.add_argument("--paths", default=",".join(ALL_PATHS), help=f"subset of {ALL_PATHS}")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = p.parse_args(argv)
@@ -309,9 +315,11 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from transformers import AutoTokenizer
 
-    from sopforge.serve.llamacpp import physical_cores
+    from sopforge.serve.llamacpp import default_threads
     from sopforge.train.export_gguf import export_gguf
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     started = time.perf_counter()
     base = resolve_base(args)
     with tempfile.TemporaryDirectory(prefix="sopforge-bench-decode-") as tmp_name:
@@ -321,7 +329,8 @@ def main(argv: list[str] | None = None) -> int:
         prompts = {n: open_book_messages(tokenizer, n) for n in args.lengths}
         warmup = open_book_messages(tokenizer, 64)
         print(f"base {base}\nadapter: {adapter_desc}")
-        print(f"torch threads {torch.get_num_threads()}, llama.cpp threads {physical_cores()}")
+        lc_threads = args.threads or default_threads()
+        print(f"threads: torch {torch.get_num_threads()}, llama.cpp {lc_threads}")
         print(
             "prompt tokens: "
             + ", ".join(str(len(prompt_ids(tokenizer, m))) for m in prompts.values())
