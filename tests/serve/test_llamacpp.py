@@ -46,7 +46,7 @@ def tiny_gguf(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 @pytest.fixture(scope="module")
 def backend(tiny_gguf: Path) -> Iterator[LlamaCppBackend]:
-    b = LlamaCppBackend(tiny_gguf, n_ctx=512, n_threads=2)
+    b = LlamaCppBackend(tiny_gguf, n_ctx=512, n_threads=1)
     yield b
     b.close()
 

@@ -55,7 +55,8 @@ def require_llama_cpp() -> Any:
 
 def open_llama(path: Path, **kwargs: Any) -> Any:
     llama_cpp = require_llama_cpp()
-    return llama_cpp.Llama(str(path), n_ctx=256, n_threads=2, verbose=False, **kwargs)
+    # One thread: on a shared CI box a second spinning ggml thread only waits for the first.
+    return llama_cpp.Llama(str(path), n_ctx=256, n_threads=1, verbose=False, **kwargs)
 
 
 def make_adapter(base_dir: Path, out: Path, std: float, seed: int = 0) -> Path:
@@ -384,8 +385,19 @@ def test_a_failed_export_keeps_the_old_file_and_leaves_no_temp_file(
 # ---- the real bundled model ----------------------------------------------------------------
 
 
+@pytest.fixture
+def one_torch_thread() -> Any:
+    """Single-threaded torch: robust timing on a shared machine; restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.integration
-def test_real_model_export_answers_like_transformers(tmp_path_factory) -> None:
+def test_real_model_export_answers_like_transformers(tmp_path_factory, one_torch_thread) -> None:
     from sopforge.serve.llamacpp import LlamaCppBackend
     from sopforge.train.models import import_default_model
     from sopforge.workspace import Workspace
@@ -396,7 +408,7 @@ def test_real_model_export_answers_like_transformers(tmp_path_factory) -> None:
     adapter = make_adapter(base, root / "adapter", std=2e-3)
     gguf_path = export_gguf(base, adapter, root / "model.f16.gguf", dtype="f16")
     merged, tokenizer = load_merged(base, adapter)
-    backend = LlamaCppBackend(gguf_path, n_ctx=512)
+    backend = LlamaCppBackend(gguf_path, n_ctx=512, n_threads=1)
     try:
         llm = backend.llm
         for text in TOKENIZER_PROBES:
