@@ -218,15 +218,34 @@ class TokenizerMeta:
     chat_template: str | None
 
 
-def tokenizer_meta(tokenizer: Any, vocab_size: int) -> TokenizerMeta:
-    """llama.cpp's `gpt2` (byte-level BPE) tokenizer description of an HF fast tokenizer.
+def vocab_tokens(tokenizer: Any, n_rows: int) -> tuple[list[str], list[int]]:
+    """(token strings, llama.cpp token types) for ids 0..n_rows-1 of an HF tokenizer.
 
-    Token types follow convert_hf_to_gguf.py: special added tokens are CONTROL (parsed only as
-    specials), other added tokens USER_DEFINED, ids beyond the tokenizer up to the embedding
-    rows are UNUSED padding.
+    Types follow convert_hf_to_gguf.py: special added tokens are CONTROL (parsed only as
+    specials, dropped when decoding), other added tokens USER_DEFINED, ids the tokenizer lacks
+    (embedding rows padded past the vocabulary) UNUSED.
     """
     import gguf
 
+    id_to_token = {i: t for t, i in tokenizer.get_vocab().items()}
+    added = tokenizer.added_tokens_decoder  # id -> AddedToken
+    tokens, types = [], []
+    for i in range(max(n_rows, max(id_to_token) + 1)):
+        if i not in id_to_token:
+            tokens.append(f"[PAD{i}]")
+            types.append(int(gguf.TokenType.UNUSED))
+            continue
+        tokens.append(id_to_token[i])
+        if i in added:
+            kind = gguf.TokenType.CONTROL if added[i].special else gguf.TokenType.USER_DEFINED
+        else:
+            kind = gguf.TokenType.NORMAL
+        types.append(int(kind))
+    return tokens, types
+
+
+def tokenizer_meta(tokenizer: Any, n_rows: int) -> TokenizerMeta:
+    """llama.cpp's `gpt2` (byte-level BPE) tokenizer description of an HF fast tokenizer."""
     if not getattr(tokenizer, "is_fast", False):
         raise ExportError("GGUF export needs a fast (tokenizer.json) tokenizer")
     spec = json.loads(tokenizer.backend_tokenizer.to_str())
@@ -235,34 +254,20 @@ def tokenizer_meta(tokenizer: Any, vocab_size: int) -> TokenizerMeta:
             f"GGUF export: tokenizer model {spec.get('model', {}).get('type')!r} is not "
             "byte-level BPE; pass template_gguf= a GGUF of the same base model"
         )
-    id_to_token = {i: t for t, i in tokenizer.get_vocab().items()}
-    added = tokenizer.added_tokens_decoder  # id -> AddedToken
-    n_vocab = max(vocab_size, max(id_to_token) + 1)
-    tokens, types = [], []
-    for i in range(n_vocab):
-        if i not in id_to_token:
-            tokens.append(f"[PAD{i}]")
-            types.append(gguf.TokenType.UNUSED)
-        elif i in added:
-            tokens.append(id_to_token[i])
-            types.append(
-                gguf.TokenType.CONTROL if added[i].special else gguf.TokenType.USER_DEFINED
-            )
-        else:
-            tokens.append(id_to_token[i])
-            types.append(gguf.TokenType.NORMAL)
+    tokens, types = vocab_tokens(tokenizer, n_rows)
     merges = [m if isinstance(m, str) else " ".join(m) for m in spec["model"].get("merges", [])]
     special_ids = {
         kind: tid
         for kind in ("bos", "eos", "unk", "pad")
         if (tid := getattr(tokenizer, f"{kind}_token_id", None)) is not None
     }
+    # Whether the tokenizer adds BOS/EOS around plain text, found by asking it.
     probe = tokenizer("a", add_special_tokens=True)["input_ids"]
     plain = tokenizer("a", add_special_tokens=False)["input_ids"]
     bos, eos = special_ids.get("bos"), special_ids.get("eos")
     return TokenizerMeta(
         tokens=tokens,
-        token_types=[int(t) for t in types],
+        token_types=types,
         merges=merges,
         pre=pre_tokenizer_name(spec),
         special_ids=special_ids,
@@ -298,13 +303,15 @@ _NOT_COPIED = {
 }
 
 
-def copy_template_metadata(writer: Any, template: Path, meta: TokenizerMeta) -> None:
+def copy_template_metadata(
+    writer: Any, template: Path, tokens: list[str], chat_template: str | None
+) -> None:
     """Copy `tokenizer.*` and `general.*` KVs from `template`, after checking its vocabulary."""
     import gguf
 
     reader = gguf.GGUFReader(template)
     field = reader.get_field("tokenizer.ggml.tokens")
-    if field is None or field.contents() != meta.tokens:
+    if field is None or field.contents() != tokens:
         raise ExportError(
             f"template_gguf {template}: its vocabulary differs from the model's tokenizer; "
             "use a GGUF of the same base model, or none"
@@ -315,8 +322,8 @@ def copy_template_metadata(writer: Any, template: Path, meta: TokenizerMeta) -> 
         vtype = f.types[0]
         sub_type = f.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
         writer.add_key_value(key, f.contents(), vtype, sub_type=sub_type)
-    if meta.chat_template:
-        writer.add_chat_template(meta.chat_template)
+    if chat_template:
+        writer.add_chat_template(chat_template)
 
 
 # ---- loading -------------------------------------------------------------------------------
@@ -383,22 +390,21 @@ def write_gguf(
     dims = llama_dims(model.config)
     state = state_arrays(model)
     embed_rows = state["model.embed_tokens.weight"].shape[0]
-    meta = tokenizer_meta(tokenizer, embed_rows)
-    if len(meta.tokens) != embed_rows:
+    tokens, _ = vocab_tokens(tokenizer, embed_rows)
+    if len(tokens) != embed_rows:
         raise ExportError(
-            f"GGUF export: the tokenizer has {len(meta.tokens)} tokens but the embeddings "
+            f"GGUF export: the tokenizer has {len(tokens)} tokens but the embeddings "
             f"{embed_rows} rows; resize the model's embeddings to the tokenizer first"
         )
     writer = gguf.GGUFWriter(path, arch=gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
     try:
+        write_architecture(writer, dims, name)
+        writer.add_vocab_size(embed_rows)
         if template_gguf is not None:
-            copy_template_metadata(writer, template_gguf, meta)
-            writer.add_vocab_size(embed_rows)
-            write_architecture(writer, dims, name)
+            chat_template = getattr(tokenizer, "chat_template", None) or None
+            copy_template_metadata(writer, template_gguf, tokens, chat_template)
         else:
-            write_architecture(writer, dims, name)
-            writer.add_vocab_size(embed_rows)
-            write_tokenizer(writer, meta)
+            write_tokenizer(writer, tokenizer_meta(tokenizer, embed_rows))
         writer.add_file_type(file_type(dtype))
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
         for tensor_name, array in gguf_tensors(state, dims):

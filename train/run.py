@@ -17,7 +17,7 @@ import secrets
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,6 @@ class Prepared:
     train_records: list[dict[str, Any]]
     eval_records: list[dict[str, Any]]
     n_replay: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 # ---- run ids and folders -------------------------------------------------------------------

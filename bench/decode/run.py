@@ -113,6 +113,7 @@ def bench_adapter(base: Path, out: Path, seed: int = 0) -> Path:
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    torch.manual_seed(seed)  # LoRA A's init: the same adapter in every run
     targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     peft_model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules=targets))
     gen = torch.Generator().manual_seed(seed)
@@ -180,9 +181,17 @@ def hf_stream(model: Any, tokenizer: Any, ids: list[int], max_new_tokens: int) -
     worker = threading.Thread(target=run, daemon=True)
     worker.start()
     generated: list[int] = []
+    text = ""
     while (tok := q.get()) is not None:
         generated.append(tok)
-        yield tokenizer.decode([tok], skip_special_tokens=True)
+        # The answer so far, decoded whole: a character split across tokens is held back (one
+        # item per token still, for the timing) until its last byte arrives.
+        full = tokenizer.decode(generated, skip_special_tokens=True)
+        if full.endswith("\ufffd"):
+            yield ""
+            continue
+        yield full[len(text) :]
+        text = full
     worker.join()
 
 

@@ -66,6 +66,7 @@ def make_adapter(base_dir: Path, out: Path, std: float, seed: int = 0) -> Path:
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    torch.manual_seed(seed)  # LoRA A's init: the same adapter in every run
     targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=targets))
     gen = torch.Generator().manual_seed(seed)
