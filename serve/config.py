@@ -21,7 +21,10 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "serve" / 
 class EngineConfig:
     """Which backend answers, and how it decodes."""
 
-    backend: Literal["local", "openai"] = "local"
+    # local: transformers in this process; llamacpp: the same merged model exported to GGUF once
+    # (cached next to the adapter) and decoded by llama.cpp (pip install 'sopforge[llamacpp]');
+    # openai: a remote OpenAI-compatible server.
+    backend: Literal["local", "llamacpp", "openai"] = "local"
     # Base model folder served when no model is promoted in the workspace. Empty: the single
     # folder under <workspace>/models/ (where the train stage imports the bundled model).
     base_model: str = ""
@@ -30,6 +33,8 @@ class EngineConfig:
     temperature: float = 0.0  # 0 = greedy (reproducible answers)
     constrained_json: bool = True  # JSON formats decoded under the schema (lm-format-enforcer)
     threads: int = 0  # torch intra-op threads for the local backend; 0 = torch's default
+    llamacpp_dtype: Literal["f16", "bf16", "q8_0"] = "f16"  # GGUF weights (f16: same answers)
+    llamacpp_n_ctx: int = 4096  # context window of the llama.cpp backend (prompt + answer)
     # openai backend: any OpenAI-compatible server (vLLM with --enable-lora --lora-modules sop=...)
     openai_base_url: str = "http://127.0.0.1:8000/v1"
     openai_model: str = "sop"

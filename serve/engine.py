@@ -291,9 +291,36 @@ def serving_spec(ws: Workspace, cfg: EngineConfig) -> ModelSpec:
     return resolve_model(ws, cfg)
 
 
+def gguf_path(spec: ModelSpec, cfg: EngineConfig) -> Path:
+    """The GGUF file of `spec` (base + merged adapter), exported on first use and then reused.
+
+    It lives next to the adapter (or in the base model folder): both are immutable once
+    registered, so the file never goes stale; the export is atomic, so a crash leaves none.
+    """
+    from sopforge.train.export_gguf import export_gguf
+
+    home = Path(spec.adapter_path).parent if spec.adapter_path else Path(spec.base_model)
+    out = home / f"model.{cfg.llamacpp_dtype}.gguf"
+    if not out.is_file():
+        log.info("exporting %s to %s for llama.cpp", spec.model_id, out)
+        adapter = Path(spec.adapter_path) if spec.adapter_path else None
+        export_gguf(Path(spec.base_model), adapter, out, dtype=cfg.llamacpp_dtype)
+    return out
+
+
 def load_backend(spec: ModelSpec, cfg: EngineConfig) -> Backend:
     if cfg.backend == "openai":
         return OpenAIBackend(cfg, model_id=spec.model_id)
+    if cfg.backend == "llamacpp":
+        from sopforge.serve.llamacpp import LlamaCppBackend
+
+        return LlamaCppBackend(
+            gguf_path(spec, cfg),
+            n_ctx=cfg.llamacpp_n_ctx,
+            n_threads=cfg.threads or None,
+            model_id=spec.model_id,
+            constrained_json=cfg.constrained_json,
+        )
     return LocalBackend(spec, cfg)
 
 

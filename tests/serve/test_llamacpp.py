@@ -165,3 +165,58 @@ def test_errors_say_what_to_do(backend: LlamaCppBackend, tmp_path: Path) -> None
     with pytest.raises(LlamaCppError, match="context holds 512"):
         list(backend.generate(long, max_new_tokens=8))
     assert 1 <= physical_cores() <= (os.cpu_count() or 1)
+
+
+def test_engine_serves_the_promoted_adapter_through_llama_cpp(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """backend=llamacpp exports base + promoted adapter to GGUF once, then answers what the
+    transformers backend answers for the same merged model."""
+    require_llama_cpp()
+    import time
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from sopforge.serve.config import EngineConfig
+    from sopforge.serve.engine import Engine
+    from sopforge.train import registry
+    from sopforge.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws")
+    adapter = tmp_path / "run-x" / "adapter"
+    torch.manual_seed(3)
+    peft_model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32),
+        LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False),
+    )
+    peft_model.save_pretrained(adapter)
+    with ws.transaction() as db:
+        db.execute(
+            "INSERT INTO runs (run_id, created_at, kind, base_model, config, status, path, metrics)"
+            " VALUES ('run-x', ?, 'train', ?, '{}', 'finished', ?, '{}')",
+            (time.time(), str(tiny_model_dir), str(adapter.parent)),
+        )
+        db.execute(
+            "INSERT INTO models (model_id, run_id, base_model, adapter_path, created_at)"
+            " VALUES ('run-x', 'run-x', ?, ?, ?)",
+            (str(tiny_model_dir), str(adapter), time.time()),
+        )
+    registry.promote(ws, "run-x", force=True)
+
+    common = {"dtype": "float32", "max_new_tokens": 16, "threads": 1}
+    cpp = Engine.from_workspace(
+        ws, EngineConfig(backend="llamacpp", llamacpp_n_ctx=512, **common)
+    )
+    local = Engine.from_workspace(ws, EngineConfig(backend="local", **common))
+    gguf = adapter.parent / "model.f16.gguf"
+    assert cpp.model_id == local.model_id == "run-x" and gguf.is_file()
+    exported_at = gguf.stat().st_mtime_ns
+    for messages in (CONVERSATION, QUESTION):
+        a = cpp.generate(messages, format=None, stream=False)
+        b = local.generate(messages, format=None, stream=False)
+        assert a == b and a
+    # a second engine reuses the exported file
+    Engine.from_workspace(ws, EngineConfig(backend="llamacpp", llamacpp_n_ctx=512, **common))
+    assert gguf.stat().st_mtime_ns == exported_at
