@@ -47,6 +47,46 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ask(args: argparse.Namespace) -> int:
+    """One question answered the way the chat answers it (retrieval, format guard, citations,
+    audit log), printed as it streams: for scripts, checks and a terminal without a browser."""
+    import getpass as _getpass
+    import json
+
+    from sopforge.contracts import ContractRegistry
+    from sopforge.serve.assistant import Answer, Assistant
+    from sopforge.serve.engine import Engine
+    from sopforge.serve.guard import AttemptStart, Delta
+    from sopforge.serve.retrieval import Retriever
+
+    cfg, ws = _config(args), _workspace(args)
+    question = " ".join(args.question).strip()
+    if not question:
+        raise UserError("ask a question, e.g. sopforge ask 'Who approves a purchase over $500?'")
+    registry = ContractRegistry(cfg.guard.formats_dir or None)
+    engine = Engine.from_workspace(ws, cfg.engine, registry)
+    retriever = Retriever(ws, cfg.retrieval.top_k, cfg.retrieval.max_section_chars)
+    assistant = Assistant(ws, engine, retriever, registry, cfg)
+    user = args.user or _getpass.getuser()
+    final: Answer | None = None
+    for event in assistant.ask(question, user=user, channel="cli", format=args.format):
+        if isinstance(event, AttemptStart) and event.number > 1 and not args.json:
+            print(f"\n[answer broke its format; attempt {event.number}]", flush=True)
+        elif isinstance(event, Delta) and not args.json:
+            print(event.text, end="", flush=True)
+        elif isinstance(event, Answer):
+            final = event
+    assert final is not None
+    if args.json:
+        print(json.dumps(final.to_dict(), ensure_ascii=False, indent=2))
+    else:
+        print()
+        status = "valid" if final.valid else "FAILED: " + "; ".join(final.errors)
+        print(f"-- model {final.model_id} · format {final.format} ({status})")
+        print("-- sources:\n" + final.sources_markdown())
+    return 0 if final.valid else 2
+
+
 def read_password(args: argparse.Namespace) -> str:
     if args.password_stdin:
         return sys.stdin.readline().rstrip("\r\n")
@@ -131,6 +171,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "overrides", nargs="*", help="dotted config overrides, e.g. engine.max_new_tokens=128"
     )
     p.set_defaults(func=cmd_serve)
+
+    p = subparsers.add_parser(
+        "ask", help="answer one question the way the chat does (sources, format, audit log)"
+    )
+    p.add_argument("question", nargs="+")
+    p.add_argument("--format", default=None, help="plain | bullets:N | numbered | json:<schema>")
+    p.add_argument("--user", default=None, help="name written to the audit log (default: $USER)")
+    p.add_argument("--json", action="store_true", help="print the final answer as JSON")
+    config_args(p)
+    p.set_defaults(func=cmd_ask)
 
     users = subparsers.add_parser("users", help="people who may sign in, and their roles")
     usub = users.add_subparsers(dest="users_command", metavar="ACTION", required=True)

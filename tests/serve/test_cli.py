@@ -224,3 +224,32 @@ def test_shipped_serve_config_loads_and_matches_the_defaults(tmp_path: Path) -> 
     bad.write_text("engine:\n  backnd: local\n")
     with pytest.raises(ConfigError, match="engine.backnd"):
         load_serve_config(bad)
+
+
+def test_ask_answers_like_the_chat_and_logs_it(
+    ws: Workspace,
+    talking_model_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    helpers,
+) -> None:
+    cfg = tmp_path / "serve.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {"engine": {"base_model": str(talking_model_dir), "dtype": "float32", "threads": 1}}
+        )
+    )
+    argv = ["-w", str(ws.root), "ask", "I lost my badge, what do I do?", "--config", str(cfg)]
+    assert main([*argv, "--format", "bullets:3", "--user", "ada"]) == 0
+    out = capsys.readouterr().out
+    assert helpers.answer_with_citation(ws).splitlines()[0] in out
+    assert "format bullets:3 (valid)" in out and "Lost badge" in out
+    row = ws.db.execute("SELECT user, channel, citations FROM audit ORDER BY id DESC").fetchone()
+    assert (row["user"], row["channel"]) == ("ada", "cli") and "Lost badge" in row["citations"]
+
+    assert main([*argv, "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["valid"] is True and answer["model"]
+
+    assert main(["-w", str(ws.root), "ask", "  ", "--config", str(cfg)]) == 1
+    assert "ask a question" in capsys.readouterr().err

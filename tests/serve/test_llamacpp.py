@@ -206,9 +206,7 @@ def test_engine_serves_the_promoted_adapter_through_llama_cpp(
     registry.promote(ws, "run-x", force=True)
 
     common = {"dtype": "float32", "max_new_tokens": 16, "threads": 1}
-    cpp = Engine.from_workspace(
-        ws, EngineConfig(backend="llamacpp", llamacpp_n_ctx=512, **common)
-    )
+    cpp = Engine.from_workspace(ws, EngineConfig(backend="llamacpp", llamacpp_n_ctx=512, **common))
     local = Engine.from_workspace(ws, EngineConfig(backend="local", **common))
     gguf = adapter.parent / "model.f16.gguf"
     assert cpp.model_id == local.model_id == "run-x" and gguf.is_file()
