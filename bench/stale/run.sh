@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Change one fact in a real procedure and watch the assistant follow it (issue 5's walk-through).
+#
+#   bash bench/stale/run.sh            # ~25 min on 2 CPU cores; WS=... to keep the workspace
+#
+# The document is dxw's "Dealing with an incident" from ../shared/corpus (real, public). The fact:
+# out of hours, a less severe incident is escalated to 2nd line support "if you can't fix it within
+# 30 minutes"; version 2 says 15 minutes. The bundled SmolLM2-135M-Instruct is tuned on version 1,
+# then `sopforge retrain` tunes on version 2, evaluates against the promoted model, asks the
+# stale-procedure probes and promotes. `sopforge ask` shows the chat's answer and its sources.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+SF=${SF:-.venv/bin/sopforge}
+WS=${WS:-$(mktemp -d /tmp/sopforge-stale.XXXX)}
+DOC=../shared/corpus/md/dxw_dealing_with_an_incident.md
+V2=$(mktemp -d /tmp/sopforge-v2.XXXX)
+QUESTION="Out of hours, how long should I try to fix a less severe incident before I escalate it to 2nd line support?"
+STEPS=${STEPS:-80}
+export SOPFORGE_WORKSPACE=$WS
+echo "workspace: $WS"
+t0=$(date +%s)
+
+echo "== 1. version 1: ingest, import the bundled model, tune, promote"
+$SF ingest "$DOC" --no-progress
+$SF models import
+$SF train --config configs/train/demo-cpu.yaml sft.max_steps="$STEPS"
+$SF models promote latest --force --reason "walk-through: first model"
+$SF ask "$QUESTION" --user walkthrough || true
+
+echo "== 2. version 2: the same document with one fact changed (30 -> 15 minutes)"
+sed 's/fix it within 30 minutes/fix it within 15 minutes/' "$DOC" > "$V2/$(basename "$DOC")"
+diff "$DOC" "$V2/$(basename "$DOC")" || true
+$SF ingest "$V2/$(basename "$DOC")" --no-progress
+
+echo "== 3. retrain: warm start from the promoted adapter, gate, stale probes"
+$SF retrain --config configs/train/demo-cpu.yaml --limit 24 sft.max_steps="$STEPS" || true
+cat "$(ls -td "$WS"/runs/*/ | head -1)retrain.md"
+
+echo "== 4. the chat now"
+$SF ask "$QUESTION" --user walkthrough || true
+$SF models list
+echo "walk-through took $(( $(date +%s) - t0 )) s; workspace kept at $WS"
