@@ -34,8 +34,8 @@ demo-pipeline: install
 	@# --force, which the registry logs as forced
 	$(BIN)/sopforge models promote latest || $(BIN)/sopforge models promote latest --force --reason "make demo: short run"
 	@$(BIN)/sopforge users list | grep -q '^employee' || printf 'employee\n' | $(BIN)/sopforge users add employee --role employee --password-stdin
-	@$(BIN)/sopforge users list | grep -q '^admin' || printf 'admin\n' | $(BIN)/sopforge users add admin --role admin --password-stdin
-	@echo "demo users: employee / employee and admin / admin (change them: sopforge users add NAME --role ...)"
+	@$(BIN)/sopforge users list | grep -q '^admin' || printf 'admin-demo\n' | $(BIN)/sopforge users add admin --role admin --password-stdin
+	@echo "demo users: employee / employee and admin / admin-demo (change them: sopforge users add NAME --role ...)"
 
 serve: install
 	$(BIN)/sopforge serve --host 127.0.0.1 --port $(PORT)
