@@ -28,11 +28,18 @@ demo: demo-pipeline serve
 demo-pipeline: install
 	$(BIN)/sopforge ingest examples/
 	$(BIN)/sopforge models import
-	$(BIN)/sopforge train --config configs/train/demo-cpu.yaml
-	$(BIN)/sopforge eval --limit 40
-	@# promotion is gated on the evaluation; a short demo run that misses the gate is promoted with
-	@# --force, which the registry logs as forced
-	$(BIN)/sopforge models promote latest || $(BIN)/sopforge models promote latest --force --reason "make demo: short run"
+	@# a second `make demo` serves the model already promoted instead of training again
+	@# (`make clean` starts over; `sopforge retrain` after new documents). Promotion is gated on
+	@# the evaluation; a short demo run that misses the gate is promoted with --force, which the
+	@# registry logs as forced.
+	@if $(BIN)/sopforge models list | grep -q '^\*'; then \
+		echo "a model is already promoted in $(DEMO_WS): not training again"; \
+	else \
+		$(BIN)/sopforge train --config configs/train/demo-cpu.yaml && \
+		$(BIN)/sopforge eval --limit 40 && \
+		{ $(BIN)/sopforge models promote latest || \
+		  $(BIN)/sopforge models promote latest --force --reason "make demo: short run"; }; \
+	fi
 	@$(BIN)/sopforge users list | grep -q '^employee' || printf 'employee\n' | $(BIN)/sopforge users add employee --role employee --password-stdin
 	@$(BIN)/sopforge users list | grep -q '^admin' || printf 'admin-demo\n' | $(BIN)/sopforge users add admin --role admin --password-stdin
 	@echo "demo users: employee / employee and admin / admin-demo (change them: sopforge users add NAME --role ...)"
