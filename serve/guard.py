@@ -41,7 +41,7 @@ _NUMBERED_RE = re.compile(
     r"\bnumbered\s+(?:list|steps)\b|\bstep[- ]by[- ]step\s+list\b", re.IGNORECASE
 )
 # A trailing "Source: [..]" line (how open-book training answers end) is not part of the format.
-_SOURCE_LINE_RE = re.compile(r"\n\s*Sources?:\s*(\[[^\n]*\]\s*)+$")
+_SOURCE_LINE_RE = re.compile(r"(?:^|\n)\s*Sources?:\s*(\[[^\n]*\]\s*)+$")
 
 
 def infer_format(question: str, json_schema: str = "procedure") -> str | None:
@@ -151,7 +151,7 @@ def guarded_stream(
     """Attempts until one passes the contract; yields AttemptStart, Delta..., then one GuardResult."""
     convo = list(messages)
     attempts: list[Attempt] = []
-    tries = max(1, max_attempts) if contract.kind != "plain" else 1
+    tries = max(1, max_attempts)  # plain fails only when empty (e.g. a bare "Source:" line)
     for number in range(1, tries + 1):
         yield AttemptStart(number)
         parts: list[str] = []

@@ -67,6 +67,22 @@ def test_trailing_source_line_is_not_part_of_the_format() -> None:
     assert split_sources("no sources here") == ("no sources here", "")
 
 
+def test_an_answer_that_is_only_a_source_line_is_empty_and_retried() -> None:
+    bare = "Source: [Lost Badge § Procedure, v9ac7a9c7]"
+    assert split_sources(bare) == ("", bare)
+    seen: list[list[dict[str, str]]] = []
+    good = "Report it to security within one hour.\n\n" + bare
+    result = guarded_answer(
+        scripted([bare, good], seen), [{"role": "user", "content": "q"}], REGISTRY.get("plain"), 3
+    )
+    assert result.valid and result.text == good and len(result.attempts) == 2
+    assert "the answer is empty" in seen[1][-1]["content"]
+    never = guarded_answer(
+        scripted([bare], []), [{"role": "user", "content": "q"}], REGISTRY.get("plain"), 2
+    )
+    assert not never.valid and never.errors == ["the answer is empty"]
+
+
 def scripted(answers: list[str], seen: list[list[dict[str, str]]]) -> Any:
     """A generate() that plays back answers in order and records the prompts it was given."""
 
