@@ -7,6 +7,10 @@ audit.citations holds one object per citation shown or checked with the answer::
 `cited`: the model wrote it; `valid`: it names a current section; `retrieved`: it was a source
 given to the model. Review items (one JSON object a line) are what the next dataset build reads
 to have a person review answers employees rated.
+
+`logged_answers` reads the log back with each citation resolved to the document version it names
+and that version's status now (current / superseded): after a procedure update, which answers
+cited the old version, and which model gave them.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from sopforge.errors import UserError
+from sopforge.serve.retrieval import CITATION_RE
 from sopforge.workspace import Workspace, atomic_write_text
 
 
@@ -91,3 +96,38 @@ def export_feedback(ws: Workspace, path: str | Path) -> int:
     items = review_items(ws)
     atomic_write_text(Path(path), "".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items))
     return len(items)
+
+
+def resolve_citation(ws: Workspace, cite: str) -> dict[str, Any]:
+    """The document version a citation names: {doc_id, version (full sha256), status}, all None
+    when it names no version in the workspace (a made-up citation)."""
+    found: dict[str, Any] = {"doc_id": None, "version": None, "status": None}
+    m = CITATION_RE.fullmatch(cite.strip())
+    if not m:
+        return found
+    doc_title, _, prefix = m.groups()
+    row = ws.db.execute(
+        "SELECT doc_id, version, status FROM versions WHERE title = ? AND version LIKE ?"
+        " ORDER BY ingested_at DESC LIMIT 1",
+        (doc_title.strip(), prefix.lower() + "%"),
+    ).fetchone()
+    return dict(row) if row else found
+
+
+def logged_answers(
+    ws: Workspace, *, user: str | None = None, after_id: int = 0
+) -> list[dict[str, Any]]:
+    """Audit rows after `after_id` (of `user`, or everyone's), oldest first; each citation carries
+    the doc_id, full version and current status of the version it names."""
+    sql = "SELECT * FROM audit WHERE id > ?" + (" AND user = ?" if user is not None else "")
+    params: tuple[Any, ...] = (after_id, user) if user is not None else (after_id,)
+    out = []
+    for row in ws.db.execute(sql + " ORDER BY id", params).fetchall():
+        entry = dict(row)
+        entry["valid"] = bool(entry["valid"]) if entry["valid"] is not None else None
+        entry["citations"] = [
+            {**c, **resolve_citation(ws, c["citation"])}
+            for c in json.loads(entry["citations"] or "[]")
+        ]
+        out.append(entry)
+    return out

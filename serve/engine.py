@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -409,20 +410,46 @@ class Engine:
 class RegistryWatcher:
     """Keeps a running server on the promoted model: when another process (`sopforge models
     promote|rollback`, `sopforge retrain`) changes the registry, the new model is loaded beside the
-    old one and swapped in; chats in flight finish on the model they started with."""
+    old one and swapped in; chats in flight finish on the model they started with.
 
-    def __init__(self, engine: Engine, ws: Workspace, interval_s: float = 1.0):
+    A promoted model that fails to load is retried with a doubling delay (from `interval_s` up to
+    `max_retry_s`), not at every poll: a load can cost seconds of CPU (and a GGUF export for
+    llama.cpp) that the running server needs. A new promotion is tried at the next poll."""
+
+    def __init__(
+        self, engine: Engine, ws: Workspace, interval_s: float = 1.0, max_retry_s: float = 60.0
+    ):
         self.engine, self.ws, self.interval_s = engine, ws, interval_s
+        self.max_retry_s = max_retry_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._failed: ModelSpec | None = None  # the promoted model that last failed to load
+        self._retry_at = 0.0
+        self._retry_delay = interval_s
 
     def check(self) -> bool:
-        """Swap if the promoted model is not the one served; True if it swapped."""
+        """Swap if the promoted model is not the one served; True if it swapped. Raises what
+        loading raised; a model that failed is not loaded again before its retry time."""
         spec = serving_spec(self.ws, self.engine.cfg)
         if spec.model_id == self.engine.model_id:
             return False
-        self.engine.swap(load_backend(spec, self.engine.cfg))
+        if spec == self._failed and time.monotonic() < self._retry_at:
+            return False
+        try:
+            backend = load_backend(spec, self.engine.cfg)
+        except Exception:
+            self._note_failure(spec)
+            raise
+        self._failed = None
+        self.engine.swap(backend)
         return True
+
+    def _note_failure(self, spec: ModelSpec) -> None:
+        if spec != self._failed:
+            self._failed, self._retry_delay = spec, self.interval_s
+        else:
+            self._retry_delay = min(self._retry_delay * 2, self.max_retry_s)
+        self._retry_at = time.monotonic() + self._retry_delay
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -430,7 +457,10 @@ class RegistryWatcher:
                 self.check()
             except Exception:  # a bad promotion must not take the server down: keep serving
                 log.exception(
-                    "could not switch to the promoted model; still serving %s", self.engine.model_id
+                    "could not switch to the promoted model %s (next try in %.0f s); still serving %s",
+                    self._failed.model_id if self._failed else "?",
+                    self._retry_delay,
+                    self.engine.model_id,
                 )
 
     def start(self) -> RegistryWatcher:

@@ -19,7 +19,7 @@ DS=$(ls -td "$WS"/datasets/*/ | head -1)
 # CPU training time is bounded by tokens: every format well represented, open-book (long prompts)
 # kept to a share that still teaches the citation form.
 $PY bench/quality/subsample.py "$DS" "$WS/subset" \
-  --per-task summary=320 json=260 qa=140 steps=90 scenario=60 open_book=40
+  --per-task summary=320 json=260 qa=100 steps=60 scenario=40 open_book=30
 $SF train --config configs/train/smollm2-cpu.yaml dataset="$WS/subset" sft.num_train_epochs="$EPOCHS"
 $SF eval --limit "$LIMIT"
 cat "$(ls -td "$WS"/runs/*/ | head -1)report/report.md"
