@@ -33,6 +33,9 @@ class EngineConfig:
     temperature: float = 0.0  # 0 = greedy (reproducible answers)
     constrained_json: bool = True  # JSON formats decoded under the schema (lm-format-enforcer)
     threads: int = 0  # torch intra-op threads for the local backend; 0 = torch's default
+    # models kept loaded after being swapped out, so a rollback is instant (each costs its size in
+    # memory: ~0.3 GB for the bundled model in bf16); 0 = free them
+    keep_previous: int = 1
     llamacpp_dtype: Literal["f16", "bf16", "q8_0"] = "f16"  # GGUF weights (f16: same answers)
     llamacpp_n_ctx: int = 4096  # context window of the llama.cpp backend (prompt + answer)
     # openai backend: any OpenAI-compatible server (vLLM with --enable-lora --lora-modules sop=...)

@@ -99,3 +99,39 @@ def test_a_broken_promotion_keeps_the_old_model_serving(
     watcher.stop()
     assert engine.model_id == "run-a"
     assert engine.generate([{"role": "user", "content": "hi"}], stream=False) is not None
+
+
+def test_rollback_swaps_back_to_the_model_still_loaded(
+    two_models: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The model swapped out stays loaded (keep_previous=1): rolling back to it loads nothing."""
+    from sopforge.serve import engine as engine_mod
+
+    ws = two_models
+    engine = Engine.from_workspace(ws, EngineConfig(dtype="float32", max_new_tokens=8, threads=1))
+    watcher = RegistryWatcher(engine, ws, interval_s=0.1)
+    msgs = [{"role": "user", "content": "How do I report a lost badge?"}]
+    a_answer = engine.generate(msgs, stream=False)
+    a_backend = engine.backend
+    registry.promote(ws, "run-b", force=True)
+    assert watcher.check() and engine.model_id == "run-b"
+
+    loads: list[str] = []
+    real = engine_mod.load_backend
+    monkeypatch.setattr(
+        engine_mod, "load_backend", lambda spec, cfg: loads.append(spec.model_id) or real(spec, cfg)
+    )
+    registry.rollback(ws)
+    assert watcher.check() and engine.model_id == "run-a"
+    assert loads == [] and engine.backend is a_backend
+    assert engine.generate(msgs, stream=False) == a_answer
+
+    # with keep_previous=0 nothing is kept: the swap back loads again
+    cold = Engine.from_workspace(
+        ws, EngineConfig(dtype="float32", max_new_tokens=8, threads=1, keep_previous=0)
+    )
+    registry.promote(ws, "run-b", force=True)
+    cold.reload(ws)
+    registry.rollback(ws)
+    cold.reload(ws)
+    assert cold.model_id == "run-a" and loads == ["run-a", "run-b", "run-a"]  # start, b, a again
