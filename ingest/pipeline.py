@@ -17,8 +17,10 @@ import difflib
 import hashlib
 import json
 import logging
+import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+import unicodedata
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from sopforge.contracts import ContractRegistry
 from sopforge.ingest.document import Document, SectionRef
 from sopforge.ingest.errors import FileTooLargeError, IngestError
 from sopforge.ingest.readers import SUPPORTED_EXTENSIONS, read_document
+from sopforge.ingest.readers.common import slugify
 from sopforge.ingest.tasks import GenerationResult, SectionInput, TaskConfig, generate_section_pairs
 from sopforge.records import ContextSection, citation, make_record, open_book_prompt
 from sopforge.workspace import Workspace
@@ -49,9 +52,12 @@ class IngestConfig:
 
 @dataclass
 class FileResult:
-    path: str
+    path: str  # the file as given (CLI), or the cleaned file name (upload)
     doc_id: str = ""
-    status: str = ""  # new | updated | unchanged | error
+    status: str = ""  # new | updated | unchanged | duplicate | error
+    name: str = ""  # the file name shown in reports (cleaned of separators and control characters)
+    duplicate_of: str = ""  # duplicate: the document whose current version has the same bytes
+    note: str = ""  # what happened, in words, when the status alone does not say it
     title: str = ""
     format: str = ""
     pages: int = 0
@@ -99,6 +105,71 @@ def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
             out.append(p)  # a missing or unsupported file is reported by the reader
     seen: set[Path] = set()
     return [f for f in out if not (f.resolve() in seen or seen.add(f.resolve()))]
+
+
+# ---- step 1b: names -----------------------------------------------------------------------------
+
+MAX_NAME_CHARS = 160  # shown and stored file names; longer ones keep their extension
+MAX_DOC_ID_CHARS = 64
+# Unicode categories never kept in a name: controls, formats (bidi overrides, zero-width),
+# surrogates, private use, unassigned.
+_INVISIBLE = {"Cc", "Cf", "Cs", "Co", "Cn"}
+_SEPARATORS = re.compile(r"[/\\]")
+
+
+def clean_file_name(name: str) -> str:
+    """A file name from an untrusted source (a browser upload) made safe to store and show.
+
+    Keeps only the last path component (either separator: '../../x.md' and 'C:\\x.md' give 'x.md'),
+    drops controls and invisible format characters (NUL, the right-to-left override U+202E that
+    disguises 'fdp.md' as 'dm.pdf', zero-width spaces), composes combining marks (NFC), collapses
+    whitespace, strips leading dots (no '..', no hidden files), and caps the length keeping the
+    extension. Returns '' when nothing usable is left. The result is never used as a path to
+    write to: originals are stored content-addressed.
+    """
+    text = unicodedata.normalize("NFC", name)
+    text = "".join(
+        " " if unicodedata.category(c) in ("Zl", "Zp") else c
+        for c in text
+        if unicodedata.category(c) not in _INVISIBLE or c in "\t\n\r"
+    )
+    text = re.sub(r"\s+", " ", text)
+    last = _SEPARATORS.split(text)[-1].strip(" .")
+    if len(last) <= MAX_NAME_CHARS:
+        return last
+    stem, dot, ext = last.rpartition(".")
+    if dot and stem and 0 < len(ext) <= 10:
+        return stem[: MAX_NAME_CHARS - len(ext) - 1].rstrip(" .") + "." + ext
+    return last[:MAX_NAME_CHARS].rstrip(" .")
+
+
+def _short_hash(text: str, n: int = 10) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:n]
+
+
+def document_id(file_name: str) -> str:
+    """A document's id from its file name: the slug of the stem ('Lost Badge (v2).md' ->
+    'lost-badge-v2'), so re-uploading a file under the same name makes a new version of it.
+
+    Names with nothing ASCII to slug (only emoji, CJK, symbols) get 'doc-<hash of the name>', so
+    two such files stay two documents instead of both becoming 'document'; slugs over
+    MAX_DOC_ID_CHARS are cut and end in a hash of the whole slug, so they stay distinct too."""
+    stem = Path(file_name).stem
+    slug = slugify(stem)
+    ascii_folded = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode()
+    if not re.search(r"[A-Za-z0-9]", ascii_folded):
+        return "doc-" + _short_hash(unicodedata.normalize("NFC", stem))
+    if len(slug) > MAX_DOC_ID_CHARS:
+        return slug[: MAX_DOC_ID_CHARS - 9].rstrip("-_") + "-" + _short_hash(slug, 8)
+    return slug
+
+
+def shown_name(name: str, limit: int = 80) -> str:
+    """A refused name as the report shows it: invisible characters written as escapes."""
+    return "".join(
+        c if c.isprintable() and unicodedata.category(c) not in _INVISIBLE else f"\\u{ord(c):04x}"
+        for c in name
+    )[:limit]
 
 
 # ---- step 2: versions ----------------------------------------------------------------------------
@@ -598,6 +669,8 @@ def dataset_card(
 
 # ---- the whole stage -----------------------------------------------------------------------------
 
+Upload = tuple[str, bytes | Path]  # (file name as sent, content or a temp file holding it)
+
 
 def ingest_paths(
     ws: Workspace,
@@ -605,57 +678,181 @@ def ingest_paths(
     cfg: IngestConfig | None = None,
     *,
     progress: bool = False,
-    uploads: dict[str, bytes] | None = None,
+    uploads: Mapping[str, bytes] | Iterable[Upload] | None = None,
 ) -> IngestReport:
     """Ingest files (and folders) into the workspace and build the dataset. Bad files fail alone.
 
-    `uploads` maps a display file name to bytes already in memory (the admin upload path)."""
+    `uploads` are (file name, content) pairs from an untrusted source (the admin upload): the
+    name, as the user's browser sent it, is cleaned (`clean_file_name`) and only names the
+    document; the content is bytes, or a Path to read them from (a server temp file, which is
+    never recorded). A mapping of name -> bytes is accepted too."""
     cfg = cfg or IngestConfig()
     registry = ContractRegistry(cfg.formats_dir or None)
     report = IngestReport()
-    files: list[tuple[Path, bytes | None]] = [(p, None) for p in expand_paths(paths)]
-    files += [(Path(name), data) for name, data in (uploads or {}).items()]
+    pending = [_Pending(p, p.name) for p in expand_paths(paths)]
+    items = uploads.items() if isinstance(uploads, Mapping) else (uploads or [])
+    pending += [_upload_entry(name, source) for name, source in items]
     bar = _progress_fn() if progress else None
     docs: dict[str, Document] = {}
-    items: Iterable[tuple[Path, bytes | None]] = bar(files, len(files), "reading") if bar else files
-    for path, data in items:
-        report.files.append(_ingest_one(ws, path, data, cfg, docs))
+    batch = _Batch()
+    it: Iterable[_Pending] = bar(pending, len(pending), "reading") if bar else pending
+    for entry in it:
+        report.files.append(_ingest_one(ws, entry, cfg, docs, batch))
     counts = generate_pairs(ws, docs, cfg, registry, progress=bar)
-    for fr in report.files:
-        fr.pairs, fr.rejects = counts.get(fr.doc_id, (0, 0)) if fr.status != "error" else (0, 0)
+    for fr in report.files:  # a document's new pairs are counted on its current file only
+        current = batch.by_doc.get(fr.doc_id) is fr
+        fr.pairs, fr.rejects = counts.get(fr.doc_id, (0, 0)) if current else (0, 0)
     if cfg.build_dataset:
         build_dataset(ws, cfg, report)
     return report
 
 
+@dataclass
+class _Pending:
+    """One file to ingest: where its bytes are, the name it goes by, and, for an upload whose
+    name has nothing usable left, why it is refused before reading."""
+
+    source: Path | None  # a file to read (CLI path, or an upload's server temp file)
+    name: str  # the file name the document is named after
+    data: bytes | None = None  # an upload's content already in memory
+    upload: bool = False  # shown by its name only (a server temp path means nothing to anyone)
+    refused: str = ""
+
+    @property
+    def shown(self) -> str:
+        return self.name if self.upload or self.source is None else str(self.source)
+
+
+def _upload_entry(name: str, source: bytes | Path) -> _Pending:
+    cleaned = clean_file_name(name)
+    if isinstance(source, (bytes, bytearray)):
+        entry = _Pending(None, cleaned, bytes(source), upload=True)
+    else:
+        entry = _Pending(Path(source), cleaned, upload=True)
+    if not cleaned:
+        entry.name = shown_name(name) or "(empty name)"
+        entry.refused = (
+            "the file name has nothing usable left once path parts, dots and control "
+            "characters are removed; rename the file (e.g. 'expense-policy.pdf') and upload it again"
+        )
+    return entry
+
+
+@dataclass
+class _Batch:
+    """What this run has ingested so far, by content (sha256) and by document id."""
+
+    by_content: dict[str, FileResult] = field(default_factory=dict)
+    by_doc: dict[str, FileResult] = field(default_factory=dict)
+
+
+def _load_bytes(entry: _Pending, max_bytes: int, max_mb: float) -> bytes:
+    if entry.data is not None:
+        return entry.data
+    path = entry.source
+    assert path is not None
+    if not path.is_file():
+        raise IngestError(entry.shown, "file not found (check the path)")
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise FileTooLargeError(
+            entry.shown,
+            f"file is {size / 2**20:.1f} MB, over the {max_mb:g} MB limit "
+            "(raise max_file_mb in the ingest config or split the document)",
+        )
+    return path.read_bytes()
+
+
+def _failed(entry: _Pending, message: str, code: str) -> FileResult:
+    return FileResult(
+        path=entry.shown, name=entry.name, status="error", error=message, error_code=code
+    )
+
+
 def _ingest_one(
-    ws: Workspace, path: Path, data: bytes | None, cfg: IngestConfig, docs: dict[str, Document]
+    ws: Workspace,
+    entry: _Pending,
+    cfg: IngestConfig,
+    docs: dict[str, Document],
+    batch: _Batch,
 ) -> FileResult:
+    if entry.refused:
+        return _failed(entry, entry.refused, "bad_name")
     max_bytes = int(cfg.max_file_mb * 2**20)
+    doc_id = document_id(entry.name)
     try:
-        if data is None:
-            if not path.is_file():
-                raise IngestError(str(path), "file not found (check the path)")
-            if path.stat().st_size > max_bytes:
-                raise FileTooLargeError(
-                    str(path),
-                    f"file is {path.stat().st_size / 2**20:.1f} MB, over the {cfg.max_file_mb:g} MB limit "
-                    "(raise max_file_mb in the ingest config or split the document)",
-                )
-            data = path.read_bytes()
-        doc = read_document(path, data=data, max_bytes=max_bytes)
+        data = _load_bytes(entry, max_bytes, cfg.max_file_mb)
+        digest = hashlib.sha256(data).hexdigest()
+        duplicate = _duplicate(ws, batch, doc_id, digest)
+        if duplicate is not None:
+            duplicate.path, duplicate.name = entry.shown, entry.name
+            return duplicate
+        doc = read_document(Path(entry.name), data=data, doc_id=doc_id, max_bytes=max_bytes)
     except IngestError as e:
         log.warning("%s", e)
-        return FileResult(path=str(path), status="error", error=e.message, error_code=e.code)
+        return _failed(entry, e.message, e.code)
     except OSError as e:
-        return FileResult(
-            path=str(path),
-            status="error",
-            error=f"cannot read the file ({e.strerror})",
-            error_code="os_error",
-        )
+        return _failed(entry, f"cannot read the file ({e.strerror})", "os_error")
     docs[doc.doc_id] = doc
-    return store_version(ws, path, data, doc)
+    res = store_version(ws, Path(entry.name), data, doc)
+    res.path, res.name = entry.shown, entry.name
+    if res.status == "unchanged":
+        res.note = "same content as the current version; nothing to do"
+    _note_same_document(batch, res)
+    batch.by_content[digest] = res
+    return res
+
+
+def _duplicate(ws: Workspace, batch: _Batch, doc_id: str, digest: str) -> FileResult | None:
+    """A file whose bytes were ingested earlier in this run, or are the current version of
+    *another* document, is not stored a second time: all its pairs would be duplicates. The
+    same bytes under the same document id are 'unchanged' instead (store_version says so)."""
+    earlier = batch.by_content.get(digest)
+    if earlier is not None:
+        where = f"{earlier.name} earlier in this upload"
+        if earlier.doc_id != doc_id:
+            where += f" (document {earlier.doc_id})"
+        return FileResult(
+            path="",
+            doc_id=earlier.doc_id,
+            status="duplicate",
+            duplicate_of=earlier.doc_id,
+            title=earlier.title,
+            note=f"same content as {where}; not stored twice",
+        )
+    rows = ws.db.execute(
+        "SELECT doc_id, title, filename FROM versions WHERE version=? AND status='current'"
+        " ORDER BY ingested_at",
+        (digest,),
+    ).fetchall()
+    if not rows or any(r["doc_id"] == doc_id for r in rows):
+        return None
+    row = rows[0]
+    return FileResult(
+        path="",
+        doc_id=row["doc_id"],
+        status="duplicate",
+        duplicate_of=row["doc_id"],
+        title=row["title"],
+        note=(
+            f"same content as document {row['doc_id']} (uploaded as {row['filename']}); not stored "
+            f"twice. To replace {row['doc_id']}, upload the new version under its name."
+        ),
+    )
+
+
+def _note_same_document(batch: _Batch, res: FileResult) -> None:
+    """Two different files of one run with the same document id (the same name, or names with
+    the same slug): the later one becomes the current version; both results say so."""
+    earlier = batch.by_doc.get(res.doc_id)
+    batch.by_doc[res.doc_id] = res
+    if earlier is None:
+        return
+    earlier.warnings.append(f"superseded in this upload by {res.name} (same document {res.doc_id})")
+    res.warnings.append(
+        f"{earlier.name} in this upload is the same document ({res.doc_id}); this file is now "
+        "its current version and the earlier one is kept as superseded"
+    )
 
 
 def _progress_fn() -> Callable[[Iterable[Any], int, str], Iterable[Any]]:

@@ -2,10 +2,10 @@
 report, model versions with promote/rollback.
 
 The other stages are reached only through the adapter functions here: `ingest_files`
-(sopforge.ingest.pipeline), `run_training` (sopforge.train.run) and `promote` / `rollback`
-(sopforge.train.registry, which owns the promotion gate and history), so the wiring is in one
-place. Every action takes the acting `User` and calls `require_admin` first: the role is checked on
-the server for each call, whatever the UI shows.
+(sopforge.ingest.pipeline), `run_training` and `recover_interrupted_runs` (sopforge.train.run),
+and `promote` / `rollback` (sopforge.train.registry, which owns the promotion gate and history),
+so the wiring is in one place. Every action takes the acting `User` and calls `require_admin`
+first: the role is checked on the server for each call, whatever the UI shows.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,31 +41,74 @@ def require_admin(user: User | None) -> User:
 # ---- ingest ------------------------------------------------------------------------------------
 
 
-def ingest_files(ws: Workspace, paths: list[Path], ingest_config: str = "") -> Any:
-    """Adapter to the ingest stage: returns its IngestReport (per-file status and errors)."""
+Upload = tuple[str, bytes | Path]  # (file name as the browser sent it, content or temp file)
+
+
+def ingest_files(
+    ws: Workspace, files: Sequence[Path | str | Upload], ingest_config: str = ""
+) -> Any:
+    """Adapter to the ingest stage: returns its IngestReport (per-file status and errors).
+
+    Every file is an upload: a bare path is a server temp file named after the original (how
+    Gradio keeps uploads), a (name, content) pair comes from the admin API. Either way the
+    name is cleaned by the ingest stage and only names the document; the temp path is never
+    recorded, and the original is stored content-addressed inside the workspace."""
     from sopforge.config import load_config
     from sopforge.ingest.pipeline import IngestConfig, ingest_paths
 
     cfg = load_config(IngestConfig, ingest_config) if ingest_config else IngestConfig()
-    return ingest_paths(ws, paths, cfg)
+    uploads = [f if isinstance(f, tuple) else (Path(f).name, Path(f)) for f in files]
+    return ingest_paths(ws, [], cfg, uploads=uploads)
+
+
+def report_status(f: Any) -> str:
+    return f"duplicate of {f.duplicate_of}" if f.status == "duplicate" else f.status
+
+
+def report_details(f: Any) -> str:
+    """The error, else what happened (duplicate, unchanged) and any warnings, in words."""
+    if f.error:
+        return f.error
+    return "; ".join(x for x in (f.note, *f.warnings) if x)
 
 
 def report_rows(report: Any) -> list[list[Any]]:
-    """Ingest report as table rows: file, status, title, sections, pairs, rejects, error."""
-    rows = []
-    for f in report.files:
-        rows.append(
-            [Path(f.path).name, f.status, f.title, f.sections, f.pairs, f.rejects, f.error or ""]
-        )
-    return rows
+    """Ingest report as table rows: file, status, title, sections, pairs, rejects, details.
+
+    Cells are plain text (the table's datatype is "str", which Gradio shows as text, never as
+    HTML or Markdown); the file name is the cleaned one, without path parts or control
+    characters."""
+    return [
+        [
+            f.name or Path(f.path).name,
+            report_status(f),
+            f.title,
+            f.sections,
+            f.pairs,
+            f.rejects,
+            report_details(f),
+        ]
+        for f in report.files
+    ]
 
 
-REPORT_HEADERS = ["file", "status", "title", "sections", "pairs", "rejects", "error"]
+REPORT_HEADERS = ["file", "status", "title", "sections", "pairs", "rejects", "details"]
 
 
 def report_summary(report: Any) -> str:
+    """One line of Markdown: counts only, no file names or titles (those go in the table)."""
     n_err = sum(1 for f in report.files if f.status == "error")
     parts = [f"{len(report.files)} file(s), {n_err} error(s)"]
+    by_status: dict[str, int] = {}
+    for f in report.files:
+        by_status[f.status] = by_status.get(f.status, 0) + 1
+    done = [
+        f"{by_status[s]} {s}"
+        for s in ("new", "updated", "unchanged", "duplicate")
+        if s in by_status
+    ]
+    if done:
+        parts.append(", ".join(done))
     if getattr(report, "dataset_id", ""):
         counts = (report.card or {}).get("counts", {})
         parts.append(
@@ -76,12 +119,15 @@ def report_summary(report: Any) -> str:
 
 
 def ingest_uploads(
-    user: User | None, ws: Workspace, paths: list[Path], ingest_config: str = ""
+    user: User | None, ws: Workspace, files: Sequence[Path | str | Upload], ingest_config: str = ""
 ) -> Any:
+    """An admin's upload: `files` are Gradio's temp files (named after the originals) or
+    (original name, bytes) pairs. Names with path parts, NUL bytes, bidi overrides or markup are
+    cleaned (or the file refused when nothing is left); nothing is written outside the workspace."""
     require_admin(user)
-    if not paths:
+    if not files:
         raise UserError("choose one or more documents to upload")
-    return ingest_files(ws, paths, ingest_config)
+    return ingest_files(ws, files, ingest_config)
 
 
 # ---- dataset preview ---------------------------------------------------------------------------
@@ -231,16 +277,35 @@ def run_training(ws: Workspace, train_config: str, status: TrainingStatus) -> An
     return train(cfg, ws, callbacks=[_progress_callback(status)])
 
 
+def recover_interrupted_runs(ws: Workspace) -> list[str]:
+    """Adapter to the train stage, called when the server starts: runs left 'running' by a
+    process that is gone (a server stopped mid-retrain, a killed `sopforge train`) are marked
+    'interrupted'. Returns their ids."""
+    from sopforge.train.run import mark_interrupted_runs
+
+    return mark_interrupted_runs(ws)
+
+
 class TrainingJob:
     """At most one retrain at a time, in a background thread; the UI polls `status`."""
 
     def __init__(
-        self, ws: Workspace, train_config: str = "", runner: Callable[..., Any] = run_training
+        self,
+        ws: Workspace,
+        train_config: str = "",
+        runner: Callable[..., Any] = run_training,
+        interrupted: Sequence[str] = (),
     ):
         self.ws = ws
         self.train_config = train_config
         self.runner = runner
         self.status = TrainingStatus()
+        if interrupted:  # what the admin tab shows until the next retrain
+            self.status.message = (
+                f"run {', '.join(interrupted)} stopped unfinished (its process was stopped) and is "
+                "marked interrupted; start a new retrain, or continue it with "
+                "`sopforge train --resume RUN_ID`"
+            )
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 

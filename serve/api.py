@@ -14,11 +14,9 @@ is an admin (401 when nobody is signed in, 403 for a non-admin).
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request, UploadFile
@@ -407,18 +405,14 @@ def build_router(state: ServerState) -> APIRouter:
             user = admin_user(request)
         except ApiError as e:
             return e.response()
-        with tempfile.TemporaryDirectory(prefix="sopforge-upload-") as tmp:
-            paths = []
-            for f in files:
-                name = Path(f.filename or "upload").name or "upload"
-                path = Path(tmp) / name
-                path.write_bytes(await f.read())
-                paths.append(path)
-            return await guarded(
-                request,
-                lambda u: admin.ingest_uploads(
-                    user, state.ws, paths, state.cfg.ingest_config
-                ).to_dict(),
-            )
+        # Names go to the ingest stage as sent (it cleans them; they only name documents) and
+        # the bytes in memory: nothing is written under a name the client chose.
+        uploads = [(f.filename or "", await f.read()) for f in files]
+        return await guarded(
+            request,
+            lambda u: admin.ingest_uploads(
+                user, state.ws, uploads, state.cfg.ingest_config
+            ).to_dict(),
+        )
 
     return router

@@ -20,7 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from sopforge.contracts import ContractRegistry
-from sopforge.serve.admin import TrainingJob
+from sopforge.serve.admin import TrainingJob, recover_interrupted_runs
 from sopforge.serve.assistant import Assistant
 from sopforge.serve.auth import Sessions, User, UserStore
 from sopforge.serve.config import ServeConfig
@@ -67,7 +67,7 @@ def build_state(cfg: ServeConfig, ws: Workspace, engine: Engine | None = None) -
         registry=registry,
         engine=engine,
         assistant=Assistant(ws, engine, retriever, registry, cfg),
-        training=TrainingJob(ws, cfg.train_config),
+        training=TrainingJob(ws, cfg.train_config, interrupted=recover_interrupted_runs(ws)),
     )
 
 

@@ -8,6 +8,7 @@ employee calling an admin endpoint of the Gradio API directly gets an error, not
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -57,6 +58,20 @@ def render_answer(answer: Answer) -> str:
     if answer.removed:
         status += f" · {len(answer.removed)} citation(s) removed (not a current procedure section)"
     return f"{shown}\n\n**Sources:** {sources}\n\n_{status} · model {answer.model_id}_"
+
+
+def discard_uploads(paths: list[Path]) -> None:
+    """Delete uploaded temp files, but only ones inside Gradio's upload folder."""
+    from gradio.utils import get_upload_folder
+
+    folder = Path(get_upload_folder()).resolve()
+    for path in paths:
+        resolved = path.resolve()
+        if resolved.is_relative_to(folder) and resolved != folder:
+            resolved.unlink(missing_ok=True)
+            if resolved.parent != folder:
+                with contextlib.suppress(OSError):  # Gradio's per-upload folder, once empty
+                    resolved.parent.rmdir()
 
 
 def build_ui(state: ServerState) -> gr.Blocks:
@@ -148,13 +163,15 @@ def build_ui(state: ServerState) -> gr.Blocks:
 
     def do_ingest(files: list[str] | None, request: gr.Request):
         user = current_admin(request)
+        uploaded = [Path(f) for f in files or []]
         try:
-            report = admin.ingest_uploads(
-                user, state.ws, [Path(f) for f in files or []], state.cfg.ingest_config
-            )
+            report = admin.ingest_uploads(user, state.ws, uploaded, state.cfg.ingest_config)
         except UserError as e:
             raise gr.Error(str(e)) from e
-        return admin.report_summary(report), admin.report_rows(report)
+        # The originals are now in the workspace; Gradio's copies would stay in its temp folder
+        # (and downloadable from it) for as long as the server runs: remove them.
+        discard_uploads(uploaded)
+        return admin.report_summary(report), admin.report_rows(report), None
 
     def do_dataset(request: gr.Request):
         caption, rows = admin.dataset_preview(current_admin(request), state.ws)
@@ -238,6 +255,7 @@ def build_ui(state: ServerState) -> gr.Blocks:
                 ingest_summary = gr.Markdown(elem_id="ingest-summary")
                 ingest_table = gr.Dataframe(
                     headers=admin.REPORT_HEADERS,
+                    datatype="str",  # shown as text: a file name or title is never markup
                     interactive=False,
                     wrap=True,
                     elem_id="ingest-report",
@@ -271,7 +289,7 @@ def build_ui(state: ServerState) -> gr.Blocks:
         chatbot.like(on_like, [audit_ids], [status])
         demo.load(on_load, None, [header, admin_tab, models_table, model_pick, report_md])
         ingest_btn.click(
-            do_ingest, [files], [ingest_summary, ingest_table], api_visibility="private"
+            do_ingest, [files], [ingest_summary, ingest_table, files], api_visibility="private"
         )
         dataset_btn.click(
             do_dataset, None, [dataset_caption, dataset_table], api_visibility="private"

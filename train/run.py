@@ -10,13 +10,14 @@ the run id is broadcast from the main process, and only the main process writes 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import secrets
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,15 +64,98 @@ def run_dir(workspace: Workspace, run_id: str) -> Path:
 
 
 def last_checkpoint(checkpoints: Path) -> Path | None:
-    """The newest `checkpoint-<step>` folder holding a trainer state, or None."""
+    """The newest whole `checkpoint-<step>` folder, or None.
+
+    transformers writes a checkpoint's trainer_state.json last, so a folder whose state is
+    missing or unreadable was cut off mid-save (the process was killed): it is skipped, and the
+    run resumes from the one before."""
     if not checkpoints.is_dir():
         return None
     found = [
         p
         for p in checkpoints.iterdir()
-        if p.is_dir() and p.name.startswith("checkpoint-") and (p / "trainer_state.json").is_file()
+        if p.is_dir() and p.name.startswith("checkpoint-") and checkpoint_step(p) is not None
     ]
     return max(found, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+def checkpoint_step(checkpoint: Path) -> int | None:
+    """The global step a checkpoint holds, or None when its trainer state is missing or cut off."""
+    try:
+        state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+        return int(state["global_step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+# ---- run liveness --------------------------------------------------------------------------
+# A run's row says 'running' while it trains. A process that is killed (SIGKILL, OOM, power)
+# cannot change that, so each training process holds an exclusive lock on runs/<id>/.lock;
+# the OS drops it when the process dies, however it dies. A 'running' run whose lock is free
+# belongs to no process: `mark_interrupted_runs` (called by the server at start) says so.
+
+LOCK_FILE = ".lock"
+
+
+def _try_lock(path: Path) -> Any:
+    """The open lock file of run folder `path` (created if need be), held exclusively; None if
+    another process (or another thread of this one) holds it."""
+    import fcntl
+
+    path.mkdir(parents=True, exist_ok=True)
+    f = (path / LOCK_FILE).open("a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        return None
+    return f
+
+
+@contextlib.contextmanager
+def run_lock(path: Path) -> Iterator[None]:
+    """Hold the run's lock while training it; refuse when another process is training it."""
+    f = _try_lock(path)
+    if f is None:
+        raise RunError(
+            f"run {path.name} is being trained by another process; wait for it to finish "
+            "(or stop that process) before resuming it"
+        )
+    try:
+        yield
+    finally:
+        f.close()  # closing the file releases the lock
+
+
+def mark_interrupted_runs(workspace: Workspace) -> list[str]:
+    """Mark runs left 'running' by a process that is gone as 'interrupted'; returns their ids.
+
+    Each run is checked and updated while holding its lock, so a run that another process
+    starts or resumes meanwhile is never marked. Interrupted runs continue with
+    `sopforge train --resume RUN_ID`."""
+    rows = workspace.db.execute(
+        "SELECT run_id, path FROM runs WHERE status = 'running' ORDER BY created_at"
+    ).fetchall()
+    marked = []
+    for row in rows:
+        path = Path(row["path"])
+        held = _try_lock(path) if path.is_dir() else None  # no folder: nothing can train it
+        if held is None and path.is_dir():  # a live process trains it
+            continue
+        try:
+            with workspace.transaction() as db:
+                cur = db.execute(
+                    "UPDATE runs SET status = 'interrupted' WHERE run_id = ? AND status = 'running'",
+                    (row["run_id"],),
+                )
+            if cur.rowcount:
+                marked.append(str(row["run_id"]))
+        finally:
+            if held is not None:
+                held.close()
+    if marked:
+        log.warning("runs left running by a stopped process, now interrupted: %s", marked)
+    return marked
 
 
 # ---- precision -----------------------------------------------------------------------------
@@ -157,11 +241,14 @@ def trim_metrics(path: Path, max_step: int) -> None:
     """Drop log lines past a checkpoint's step, so a resumed run doesn't log those steps twice."""
     if not path.is_file():
         return
-    keep = [
-        line
-        for line in path.read_text(encoding="utf-8").splitlines()
-        if line.strip() and json.loads(line).get("step", 0) <= max_step
-    ]
+    keep = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:  # a line cut off when the process was killed mid-write
+            continue
+        if isinstance(row, dict) and row.get("step", 0) <= max_step:
+            keep.append(line)
     atomic_write_text(path, "".join(line + "\n" for line in keep))
 
 
@@ -347,54 +434,57 @@ def train(
     run_id = _shared_run_id(state, run_id)
     path = run_dir(workspace, run_id)
     checkpoints = path / "checkpoints"
-    resume_from = last_checkpoint(checkpoints) if resume else None
-    if resume and resume_from is None:
-        log.warning("run %s has no checkpoint yet; starting it from step 0", run_id)
     with state.main_process_first():  # main imports the model / generates replay; others reuse
         prepared = prepare(cfg, workspace)
-    metrics_file = path / "metrics.jsonl"
-    if state.is_main_process:
-        path.mkdir(parents=True, exist_ok=True)
-        dump_resolved(cfg, path / "config.yaml")
-        if resume_from is not None:
-            trim_metrics(metrics_file, int(resume_from.name.split("-")[-1]))
-        elif metrics_file.exists():
-            metrics_file.unlink()
-        _record_start(workspace, run_id, cfg, prepared, path)
-    log.info(
-        "run %s: %s on %s (%d pairs + %d replay, %d eval)",
-        run_id,
-        prepared.base_model.name,
-        prepared.dataset.dataset_id,
-        len(prepared.train_records) - prepared.n_replay,
-        prepared.n_replay,
-        len(prepared.eval_records),
-    )
-    try:
-        trainer = build_trainer(
-            cfg, prepared, checkpoints, workspace, [metrics_callback(metrics_file), *callbacks]
+    with contextlib.ExitStack() as held:
+        if state.is_main_process:  # held until the run ends: see mark_interrupted_runs
+            held.enter_context(run_lock(path))
+        resume_from = last_checkpoint(checkpoints) if resume else None
+        if resume and resume_from is None:
+            log.warning("run %s has no checkpoint yet; starting it from step 0", run_id)
+        metrics_file = path / "metrics.jsonl"
+        if state.is_main_process:
+            path.mkdir(parents=True, exist_ok=True)
+            dump_resolved(cfg, path / "config.yaml")
+            if resume_from is not None:
+                trim_metrics(metrics_file, int(resume_from.name.split("-")[-1]))
+            elif metrics_file.exists():
+                metrics_file.unlink()
+            _record_start(workspace, run_id, cfg, prepared, path)
+        log.info(
+            "run %s: %s on %s (%d pairs + %d replay, %d eval)",
+            run_id,
+            prepared.base_model.name,
+            prepared.dataset.dataset_id,
+            len(prepared.train_records) - prepared.n_replay,
+            prepared.n_replay,
+            len(prepared.eval_records),
         )
-        result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-        if trainer.state.global_step < trainer.state.max_steps:  # stopped early by a callback
+        try:
+            trainer = build_trainer(
+                cfg, prepared, checkpoints, workspace, [metrics_callback(metrics_file), *callbacks]
+            )
+            result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+            if trainer.state.global_step < trainer.state.max_steps:  # stopped early by a callback
+                if state.is_main_process:
+                    trainer.save_state()
+                    _set_status(workspace, run_id, "interrupted")
+                return run_id
+            metrics = _train_metrics(trainer, result, prepared)
+            if prepared.eval_records:
+                metrics.update(trainer.evaluate())
+            _save_adapter(trainer, state, path / "adapter")
             if state.is_main_process:
-                trainer.save_state()
+                _finish(workspace, run_id, prepared, path, metrics)
+        except KeyboardInterrupt:
+            if state.is_main_process:
                 _set_status(workspace, run_id, "interrupted")
-            return run_id
-        metrics = _train_metrics(trainer, result, prepared)
-        if prepared.eval_records:
-            metrics.update(trainer.evaluate())
-        _save_adapter(trainer, state, path / "adapter")
-        if state.is_main_process:
-            _finish(workspace, run_id, prepared, path, metrics)
-    except KeyboardInterrupt:
-        if state.is_main_process:
-            _set_status(workspace, run_id, "interrupted")
-        raise
-    except BaseException:
-        if state.is_main_process:
-            _set_status(workspace, run_id, "failed")
-        raise
-    return run_id
+            raise
+        except BaseException:
+            if state.is_main_process:
+                _set_status(workspace, run_id, "failed")
+            raise
+        return run_id
 
 
 def _finish(
