@@ -120,7 +120,11 @@ def print_report(report) -> None:
             )
             continue
         changes = ", ".join(f"{v} {k}" for k, v in f.changes.items() if v)
-        style = {"new": "green", "updated": "yellow", "unchanged": "dim"}.get(f.status, "")
+        notes = [getattr(f, "note", ""), *getattr(f, "warnings", [])]
+        changes = "; ".join(x for x in (changes, *notes) if x)
+        style = {"new": "green", "updated": "yellow", "unchanged": "dim", "duplicate": "dim"}.get(
+            f.status, ""
+        )
         table.add_row(
             Path(f.path).name,
             f"[{style}]{f.status}[/{style}]" if style else f.status,

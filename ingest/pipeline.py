@@ -399,9 +399,17 @@ def generate_pairs(
         now = _now()
         with ws.transaction() as db:
             db.executemany(
-                "INSERT OR IGNORE INTO pairs (pair_id, doc_id, version, section_id, content_hash, task,"
+                # A regenerated pair identical to one retired with an earlier version of the
+                # section (a sentence the change left alone) is the same pair_id: bring it back,
+                # bound to the new version, rather than leave it retired and lose it.
+                "INSERT INTO pairs (pair_id, doc_id, version, section_id, content_hash, task,"
                 " contract, generator, record, gen_key, status, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?)"
+                " ON CONFLICT(pair_id) DO UPDATE SET status='active', retired_at=NULL,"
+                " version=excluded.version, section_id=excluded.section_id,"
+                " content_hash=excluded.content_hash, record=excluded.record,"
+                " gen_key=excluded.gen_key, created_at=excluded.created_at"
+                " WHERE pairs.status='retired'",
                 [
                     (
                         f"{row['doc_id']}:{rec['id']}",

@@ -138,9 +138,13 @@ def retrain(
             reason=("forced: " + "; ".join(reasons)) if reasons else "retrain gate passed",
         )
         promoted_now = True
-        if reasons:  # the registry's own gate may have passed: the override is ours, log it as forced
+        if (
+            reasons
+        ):  # the registry's own gate may have passed: the override is ours, log it as forced
             with ws.transaction() as db:
-                db.execute("UPDATE promotions SET forced = 1 WHERE id = (SELECT MAX(id) FROM promotions)")
+                db.execute(
+                    "UPDATE promotions SET forced = 1 WHERE id = (SELECT MAX(id) FROM promotions)"
+                )
     result = {
         "run_id": run_id,
         "dataset_id": ds.dataset_id,

@@ -44,7 +44,9 @@ def main() -> None:
     for task, rs in sorted(by_task.items()):
         chosen += balanced(rs, quota.get(task, 0))
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "train.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in chosen))
+    (args.out / "train.jsonl").write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in chosen)
+    )
     shutil.copy(args.dataset / "eval.jsonl", args.out / "eval.jsonl")
     card = json.loads((args.dataset / "card.json").read_text())
     card["subset"] = {"of": card.get("dataset_id"), "per_task": quota, "n_train": len(chosen)}

@@ -149,12 +149,6 @@ def closed_book(report: IngestReport, section_id: str) -> set[tuple[str, str, st
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ingest bug: generate_pairs stores regenerated pairs with INSERT OR IGNORE, so a pair of "
-    "the changed section identical to one of its old pairs (same record id: a question about a "
-    "sentence the change did not touch) hits the retired row and is dropped, not made active again",
-)
 def test_updated_section_gets_the_pairs_a_fresh_ingest_gives(tmp_path: Path) -> None:
     _, _, updated = update_one_fact(tmp_path / "updated")
     folder = tmp_path / "fresh-docs"
