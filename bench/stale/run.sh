@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Change one fact in a real procedure and watch the assistant follow it (issue 5's walk-through).
 #
-#   bash bench/stale/run.sh            # ~25 min on 2 CPU cores; WS=... to keep the workspace
+#   bash bench/stale/run.sh            # ~20 min on 2 CPU cores; WS=... to keep the workspace
 #
 # The document is dxw's "Dealing with an incident" from ../shared/corpus (real, public). The fact:
 # out of hours, a less severe incident is escalated to 2nd line support "if you can't fix it within
@@ -15,7 +15,7 @@ WS=${WS:-$(mktemp -d /tmp/sopforge-stale.XXXX)}
 DOC=../shared/corpus/md/dxw_dealing_with_an_incident.md
 V2=$(mktemp -d /tmp/sopforge-v2.XXXX)
 QUESTION="Out of hours, how long should I try to fix a less severe incident before I escalate it to 2nd line support?"
-STEPS=${STEPS:-80}
+STEPS=${STEPS:-40}
 export SOPFORGE_WORKSPACE=$WS
 echo "workspace: $WS"
 t0=$(date +%s)
