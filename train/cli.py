@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 
@@ -98,6 +99,11 @@ def register(subparsers: Any) -> None:
     q.add_argument("source", nargs="?", default="", help="HF folder, .gguf file or hub id")
     q.add_argument("--name", default=None, help="folder name under <workspace>/models")
     q.set_defaults(func=cmd_models_import)
+    q = sub.add_parser("add", help="register an adapter trained elsewhere (copied in)")
+    q.add_argument("adapter", help="PEFT adapter folder (adapter_config.json)")
+    q.add_argument("--base", default="", help="its base model (default: the embedded SmolLM2)")
+    q.add_argument("--id", default="", help="model id (default: <time>-<folder name>)")
+    q.set_defaults(func=cmd_models_add)
     q = sub.add_parser("list", help="all models, the promoted one marked")
     q.set_defaults(func=cmd_models_list)
     q = sub.add_parser("show", help="one model's details as JSON")
@@ -182,6 +188,16 @@ def cmd_models_import(args: argparse.Namespace) -> int:
 
     path = import_model(args.source, _workspace(args), name=args.name)
     print(f"imported: {path}")
+    return 0
+
+
+def cmd_models_add(args: argparse.Namespace) -> int:
+    from sopforge.train.models import resolve_base_model
+    from sopforge.train.registry import add_adapter
+
+    ws = _workspace(args)
+    model_id = add_adapter(ws, Path(args.adapter), resolve_base_model(args.base, ws), args.id)
+    print(f"added {model_id}: evaluate it with `sopforge eval --run {model_id}`, then promote it")
     return 0
 
 

@@ -13,7 +13,10 @@ same dataset; `force=True` overrides, and is logged as forced.
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import time
+from pathlib import Path
 from typing import Any
 
 from sopforge.errors import UserError
@@ -58,6 +61,52 @@ def resolve_model_id(workspace: Workspace, spec: str) -> str:
             raise RegistryError("no model is promoted yet; use `sopforge models promote ID`")
         return str(row["model_id"])
     return spec
+
+
+def add_adapter(workspace: Workspace, adapter: Path, base_model: Path, model_id: str = "") -> str:
+    """Register a PEFT adapter trained elsewhere (another machine, a GPU box) on `base_model`.
+
+    The adapter folder is copied to runs/<id>/adapter (registered models never change under the
+    server's feet) and recorded as a finished run of kind `import`, so it can be evaluated,
+    promoted and rolled back like a trained one. Returns the model id.
+    """
+    adapter, base_model = Path(adapter), Path(base_model)
+    if not (adapter / "adapter_config.json").is_file():
+        raise RegistryError(f"{adapter} is not a PEFT adapter folder (no adapter_config.json)")
+    if not (base_model / "config.json").is_file():
+        raise RegistryError(f"base model {base_model} is not a model folder (no config.json)")
+    model_id = model_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{adapter.resolve().name}"
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,80}", model_id):
+        raise RegistryError(f"model id {model_id!r}: use letters, digits, '.', '_' and '-'")
+    if workspace.db.execute("SELECT 1 FROM models WHERE model_id=?", (model_id,)).fetchone():
+        raise RegistryError(f"model {model_id!r} exists already; pass another id")
+    run = workspace.path("runs", model_id)
+    if run.exists():
+        raise RegistryError(f"{run} exists already; pass another id")
+    tmp = workspace.path("runs", f".{model_id}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(adapter, tmp / "adapter")
+    tmp.rename(run)
+    now = time.time()
+    with workspace.transaction() as db:
+        db.execute(
+            "INSERT INTO runs (run_id, created_at, kind, base_model, config, status, path, metrics,"
+            " finished_at) VALUES (?, ?, 'import', ?, ?, 'finished', ?, '{}', ?)",
+            (
+                model_id,
+                now,
+                str(base_model.resolve()),
+                json.dumps({"source": str(adapter)}),
+                str(run),
+                now,
+            ),
+        )
+        db.execute(
+            "INSERT INTO models (model_id, run_id, base_model, adapter_path, created_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (model_id, model_id, str(base_model.resolve()), str(run / "adapter"), now),
+        )
+    return model_id
 
 
 def list_models(workspace: Workspace) -> list[dict[str, Any]]:

@@ -71,18 +71,10 @@ def random_adapter(base: Path, out: Path, seed: int, scale: float) -> Path:
 
 
 def register(ws: Any, model_id: str, base: Path, adapter: Path) -> None:
-    """A finished run and its model, as `sopforge train` records them."""
-    with ws.transaction() as db:
-        db.execute(
-            "INSERT INTO runs (run_id, created_at, kind, base_model, config, status, path, metrics)"
-            " VALUES (?, ?, 'train', ?, '{}', 'finished', ?, '{}')",
-            (model_id, time.time(), str(base), str(adapter.parent)),
-        )
-        db.execute(
-            "INSERT INTO models (model_id, run_id, base_model, adapter_path, created_at)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (model_id, model_id, str(base), str(adapter), time.time()),
-        )
+    """A finished run and its model, as `sopforge models add` records them."""
+    from sopforge.train import registry
+
+    registry.add_adapter(ws, adapter, base, model_id)
 
 
 def wait_until_served(engine: Any, model_id: str, timeout: float = 300.0) -> float:

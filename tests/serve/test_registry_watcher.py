@@ -3,6 +3,7 @@ every poll, and a new promotion is taken up at once."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -15,18 +16,8 @@ from sopforge.workspace import Workspace
 
 
 def register(ws: Workspace, model_id: str, base: Path, adapter: Path) -> None:
-    """A finished run and its model, as `sopforge train` records them."""
-    with ws.transaction() as db:
-        db.execute(
-            "INSERT INTO runs (run_id, created_at, kind, base_model, config, status, path, metrics)"
-            " VALUES (?, ?, 'train', ?, '{}', 'finished', ?, '{}')",
-            (model_id, time.time(), str(base), str(adapter.parent)),
-        )
-        db.execute(
-            "INSERT INTO models (model_id, run_id, base_model, adapter_path, created_at)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (model_id, model_id, str(base), str(adapter), time.time()),
-        )
+    """A finished run and its model, as `sopforge models add` records them."""
+    registry.add_adapter(ws, adapter, base, model_id)
 
 
 def lora_adapter(base: Path, out: Path) -> Path:
@@ -45,7 +36,8 @@ def test_a_model_that_fails_to_load_is_retried_with_backoff(
 ) -> None:
     ws = Workspace(tmp_path / "ws")
     register(ws, "good", tiny_model_dir, lora_adapter(tiny_model_dir, tmp_path / "good" / "a"))
-    register(ws, "broken", tiny_model_dir, tmp_path / "broken" / "adapter")  # no such folder
+    register(ws, "broken", tiny_model_dir, lora_adapter(tiny_model_dir, tmp_path / "broken" / "a"))
+    shutil.rmtree(ws.path("runs", "broken", "adapter"))  # its files lost after registration
     register(ws, "fixed", tiny_model_dir, lora_adapter(tiny_model_dir, tmp_path / "fixed" / "a"))
     registry.promote(ws, "good", force=True)
     engine = Engine.from_workspace(ws, EngineConfig(dtype="float32", threads=1))

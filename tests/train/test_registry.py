@@ -116,3 +116,40 @@ def test_unfinished_runs_cannot_be_promoted(workspace):
     _add_run(workspace, "running", _eval(0.9), status="running")
     with pytest.raises(RegistryError, match="not finished"):
         promote(workspace, "running", force=True)
+
+
+def test_models_add_registers_a_copy_of_an_adapter_trained_elsewhere(
+    tmp_path, tiny_model_dir, capsys
+):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from sopforge.cli import main
+    from sopforge.serve.engine import promoted_model as served
+    from sopforge.workspace import Workspace
+
+    outside = tmp_path / "gpu-box" / "adapter"
+    get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+        LoraConfig(r=2, target_modules="all-linear"),
+    ).save_pretrained(outside)
+    ws_dir = tmp_path / "ws"
+    argv = ["-w", str(ws_dir), "models", "add", str(outside), "--base", str(tiny_model_dir)]
+    assert main([*argv, "--id", "from-gpu"]) == 0
+    assert "added from-gpu" in capsys.readouterr().out
+    ws = Workspace(ws_dir)
+    row = ws.db.execute("SELECT * FROM models WHERE model_id='from-gpu'").fetchone()
+    copied = ws_dir / "runs" / "from-gpu" / "adapter"
+    assert row["adapter_path"] == str(copied) and (copied / "adapter_config.json").is_file()
+    run = ws.db.execute("SELECT kind, status FROM runs WHERE run_id='from-gpu'").fetchone()
+    assert tuple(run) == ("import", "finished")
+    assert main(["-w", str(ws_dir), "models", "promote", "from-gpu", "--force"]) == 0
+    assert served(ws).model_id == "from-gpu"
+
+    assert main([*argv, "--id", "from-gpu"]) == 1  # the id is taken
+    assert "exists already" in capsys.readouterr().err
+    assert main(["-w", str(ws_dir), "models", "add", str(tmp_path), "--id", "x"]) == 1
+    assert "not a PEFT adapter folder" in capsys.readouterr().err
+    assert main([*argv, "--id", "../evil"]) == 1
+    assert "use letters, digits" in capsys.readouterr().err
+    assert not (tmp_path / "evil").exists()
