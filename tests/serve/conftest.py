@@ -101,6 +101,21 @@ def fill_workspace(ws: Workspace) -> None:
         add_document(ws, doc_id, title, sections)
 
 
+def random_adapter(base: Path, out: Path, seed: int) -> Path:
+    """A LoRA adapter with random (non-zero) weights: merged, it changes the model's answers."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(base),
+        LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False),
+    )
+    model.save_pretrained(out)
+    return out
+
+
 @pytest.fixture(scope="session")
 def helpers() -> SimpleNamespace:
     """This file's helpers for test modules (conftest modules are not importable by name)."""
@@ -108,6 +123,7 @@ def helpers() -> SimpleNamespace:
         add_document=add_document,
         fill_workspace=fill_workspace,
         answer_with_citation=answer_with_citation,
+        random_adapter=random_adapter,
     )
 
 

@@ -13,31 +13,20 @@ from sopforge.train import registry
 from sopforge.workspace import Workspace
 
 
-def _adapter(base: Path, out: Path, seed: int) -> Path:
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    model = get_peft_model(
-        AutoModelForCausalLM.from_pretrained(base),
-        LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False),
-    )
-    model.save_pretrained(out)
-    return out
-
-
 def _register(ws: Workspace, model_id: str, base: Path, adapter: Path) -> None:
     """A finished run and its model, as `sopforge models add` records them."""
     registry.add_adapter(ws, adapter, base, model_id)
 
 
 @pytest.fixture
-def two_models(tmp_path: Path, tiny_model_dir: Path) -> Workspace:
+def two_models(tmp_path: Path, tiny_model_dir: Path, helpers) -> Workspace:
     ws = Workspace(tmp_path / "ws")
     for i, name in enumerate(("run-a", "run-b")):
         _register(
-            ws, name, tiny_model_dir, _adapter(tiny_model_dir, tmp_path / name / "adapter", i)
+            ws,
+            name,
+            tiny_model_dir,
+            helpers.random_adapter(tiny_model_dir, tmp_path / name / "adapter", i),
         )
     registry.promote(ws, "run-a", force=True)
     return ws

@@ -37,20 +37,6 @@ ROLLBACK_ON_ENTER = (
 )
 
 
-def random_adapter(base: Path, out: Path, seed: int) -> Path:
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    model = get_peft_model(
-        AutoModelForCausalLM.from_pretrained(base),
-        LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False),
-    )
-    model.save_pretrained(out)
-    return out
-
-
 def register(ws: Workspace, model_id: str, base: Path, adapter: Path) -> None:
     """A finished run and its model, as `sopforge models add` records them."""
     registry.add_adapter(ws, adapter, base, model_id)
@@ -58,7 +44,7 @@ def register(ws: Workspace, model_id: str, base: Path, adapter: Path) -> None:
 
 @pytest.fixture
 def server(
-    ws: Workspace, tiny_model_dir: Path, tmp_path: Path
+    ws: Workspace, tiny_model_dir: Path, tmp_path: Path, helpers
 ) -> Iterator[tuple[str, Workspace, str]]:
     """run-a promoted, then run-b: the server serves run-b, and a rollback returns to run-a."""
     import uvicorn
@@ -69,7 +55,7 @@ def server(
     from sopforge.serve.engine import Engine, RegistryWatcher
 
     for seed, name in enumerate(("run-a", "run-b")):
-        adapter = random_adapter(tiny_model_dir, tmp_path / name / "adapter", seed)
+        adapter = helpers.random_adapter(tiny_model_dir, tmp_path / name / "adapter", seed)
         register(ws, name, tiny_model_dir, adapter)
         registry.promote(ws, name, force=True)
     port = free_port()
