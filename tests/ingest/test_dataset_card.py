@@ -12,8 +12,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from sopforge.ingest.pipeline import IngestConfig, IngestReport, ingest_paths
 from sopforge.workspace import Workspace
 
