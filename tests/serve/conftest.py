@@ -124,6 +124,7 @@ def helpers() -> SimpleNamespace:
         fill_workspace=fill_workspace,
         answer_with_citation=answer_with_citation,
         random_adapter=random_adapter,
+        free_port=free_port,
     )
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -79,12 +78,6 @@ def tiny_train_config(path: Path, tiny_model_dir: Path) -> Path:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass
 class Server:
     url: str
@@ -127,7 +120,7 @@ def _auth(key: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def server(tmp_path: Path, tiny_model_dir: Path) -> Iterator[Server]:
+def server(tmp_path: Path, tiny_model_dir: Path, helpers: Any) -> Iterator[Server]:
     ws = Workspace(tmp_path / "ws")
     users = UserStore(ws.path("users.yaml"))
     users.add("ada", "admin", "admin-pass-1")
@@ -136,7 +129,7 @@ def server(tmp_path: Path, tiny_model_dir: Path) -> Iterator[Server]:
     _, employee_key = create_key(ws, "eve")
     ingest_cfg = tmp_path / "ingest.yaml"
     ingest_cfg.write_text("eval_fraction: 0.3\n")  # holds one of the three sections out
-    port = free_port()
+    port = helpers.free_port()
     cmd = [sys.executable, "-m", "sopforge.cli", "-w", str(ws.root), "serve", "--port", str(port)]
     cmd += [
         f"engine.base_model={tiny_model_dir}",  # served until a model is promoted
