@@ -317,7 +317,8 @@ def build_trainer(
     """An SFTTrainer on prompt-completion data with a LoRA adapter (or a warm-started one)."""
     from peft import LoraConfig
     from transformers import AutoTokenizer
-    from trl import SFTTrainer
+
+    from sopforge.train.sampling import sft_trainer_class
 
     args = sft_args(cfg, output_dir)
     tokenizer = AutoTokenizer.from_pretrained(str(prepared.base_model))
@@ -325,7 +326,7 @@ def build_trainer(
         raise RunError(f"{prepared.base_model}: the tokenizer has no chat template")
     model = load_base(cfg, prepared.base_model, workspace)
     peft_config = None if cfg.init_adapter else LoraConfig(**{"task_type": "CAUSAL_LM", **cfg.lora})
-    return SFTTrainer(
+    return sft_trainer_class()(
         model=model,
         args=args,
         train_dataset=to_hf_dataset(prepared.train_records),

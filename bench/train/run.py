@@ -14,8 +14,11 @@ prompt-completion records for --steps optimizer steps at the same batch size:
   batches of 2 x 4 accumulation = the same 8 records per step, max_length 2048).
 
 Prints trained tokens/s of each (TRL's count of non-padding tokens / train_runtime), their ratio,
-and each arm's eval loss on the held-out records. The dataset is --dataset, else the workspace's
-newest dataset, else records built from the shared corpus' Markdown SOPs (the same for both arms).
+and each arm's loss on the held-out records: the Trainer's eval_loss (same eval batch size in both
+arms), and the NLL per answer token over all held-out answers, computed the same way for both arms
+and for the untrained base. Both arms train on the same records: those that fit TRL's default
+max_length of 1024 tokens. The dataset is --dataset, else the workspace's newest dataset, else
+records built from the shared corpus' Markdown SOPs (the same for both arms).
 """
 
 from __future__ import annotations
@@ -119,13 +122,29 @@ def fits(records: list[dict[str, Any]], base: Path, max_tokens: int) -> list[dic
     ]
 
 
-def run_arm(name: str, trainer: Any) -> dict[str, Any]:
+def heldout_nll(model: Any, tokenizer: Any, evals: list[dict[str, Any]]) -> float:
+    """NLL per answer token over all held-out answers (token-weighted), one code path for every
+    arm and the base model."""
+    from sopforge.records import answer_of
+    from sopforge.train.generate import answer_nll
+
+    model.eval()
+    prompts = [r["messages"][:-1] for r in evals]
+    answers = [answer_of(r) for r in evals]
+    nll = answer_nll(model, tokenizer, prompts, answers, batch_size=4)
+    eos = tokenizer.eos_token or ""
+    n = [len(tokenizer(a + eos, add_special_tokens=False)["input_ids"]) for a in answers]
+    return sum(x * k for x, k in zip(nll, n, strict=True)) / sum(n)
+
+
+def run_arm(name: str, trainer: Any, evals: list[dict[str, Any]]) -> dict[str, Any]:
     t = time.perf_counter()
     result = trainer.train()
     wall = time.perf_counter() - t
     tokens = int(trainer._total_train_tokens)
     runtime = result.metrics["train_runtime"]
     ev = trainer.evaluate()
+    nll = heldout_nll(trainer.model, trainer.processing_class, evals)
     args = trainer.args
     return {
         "arm": name,
@@ -136,6 +155,7 @@ def run_arm(name: str, trainer: Any) -> dict[str, Any]:
         "tokens_per_s": round(tokens / runtime, 1),
         "train_loss": round(result.metrics["train_loss"], 4),
         "eval_loss": round(ev["eval_loss"], 4),
+        "heldout_nll": round(nll, 4),
         "bf16": args.bf16,
         "activation_checkpointing": args.activation_checkpointing,
         "sampling": args.train_sampling_strategy,
@@ -176,7 +196,7 @@ def show(r: dict[str, Any]) -> dict[str, Any]:
     print(
         f"{r['arm']:>13}: {r['tokens_per_s']:8.1f} tokens/s  ({r['tokens']} tokens, "
         f"{r['steps']} steps x {r['batch_size']}x{r['grad_accum']} seqs, {r['train_runtime_s']} s)"
-        f"  eval_loss {r['eval_loss']:.4f}  bf16={r['bf16']} "
+        f"  eval_loss {r['eval_loss']:.4f}  held-out NLL {r['heldout_nll']:.4f}  bf16={r['bf16']} "
         f"activation_ckpt={r['activation_checkpointing']} sampling={r['sampling']} "
         f"lr={r['learning_rate']} max_length={r['max_length']}",
         flush=True,
@@ -218,20 +238,32 @@ def main() -> None:
     base = resolve_base_model(args.base_model, ws)
     train, evals, source = load_data(args, ws)
     random.Random(0).shuffle(train)  # a sample of every document and task, the same for both arms
-    train = train[: args.max_train]
+    # Only records that fit TRL's default max_length (1024): TRL truncates longer ones and drops
+    # those whose answer is cut away, so without this the arms would train on different records.
+    train = fits(train[: 3 * args.max_train], base, 1024)[: args.max_train]
     evals = spread_by_task(fits(evals, base, 1024), args.max_eval)
     print(
         f"data: {source}: {len(train)} train / {len(evals)} eval records; base {base}", flush=True
     )
     steps = [f"sft.max_steps={args.steps}", "sft.save_strategy=no", "replay.enabled=false"]
+    # The Trainer's eval_loss averages per-batch means: equal eval batches keep it comparable.
+    steps.append("sft.per_device_eval_batch_size=8")
     cfg = load_train_config(None, [f"base_model={base}", *steps])
     prepared = Prepared(base, None, train, evals)  # type: ignore[arg-type]
     arms = {"trl-defaults": trl_defaults_trainer, "sopforge": sopforge_trainer}
     results = {}
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base_nll = heldout_nll(
+        AutoModelForCausalLM.from_pretrained(str(base)),
+        AutoTokenizer.from_pretrained(str(base)),
+        evals,
+    )
+    print(f"base model (untrained): held-out NLL {base_nll:.4f}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.order.split(","):
             trainer = arms[name](cfg, prepared, Path(tmp) / name, ws, args.steps)
-            results[name] = show(run_arm(name, trainer))
+            results[name] = show(run_arm(name, trainer, evals))
             del trainer
     ratio = results["sopforge"]["tokens_per_s"] / results["trl-defaults"]["tokens_per_s"]
     print(f"sopforge / trl-defaults throughput: {ratio:.2f}x")
@@ -239,6 +271,7 @@ def main() -> None:
         out = {
             "results": list(results.values()),
             "ratio": ratio,
+            "base_heldout_nll": base_nll,
             "data": source,
             "env": environment(),
         }
