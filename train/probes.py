@@ -7,7 +7,10 @@ sentences that changed are paired up (old sentence ↔ new sentence, by similari
   "director") and only in the old one (``old_facts``, e.g. "500", "manager");
 - the question is one the dataset already asks about the new section whose reference answer states
   the new sentence (so the model was taught to answer it), or, if there is none, a question that
-  quotes the sentence's unchanged opening.
+  quotes the sentence's unchanged opening. An `open_book` record is preferred: it is asked with
+  its sources in the prompt, as the chat asks (retrieved sections of the current versions), so the
+  probe fails a model that repeats the old fact it memorised while the new procedure is in front
+  of it; a closed-book `qa` record is the fallback.
 
 A probe passes when the model's answer contains every new fact and none of the old ones.
 Pure functions on plain data; `probes_from_workspace` is the one place that reads the DB.
@@ -139,9 +142,14 @@ def build_probes(
         new_f, old_f = fact_difference(old_s, new_s)
         if not new_f:  # only words removed: nothing new the model must say
             continue
-        rec = next(
-            (r for r in qa if all(contains_fact(r["messages"][-1]["content"], f) for f in new_f)),
-            None,
+        teaching = [
+            r for r in qa if all(contains_fact(r["messages"][-1]["content"], f) for f in new_f)
+        ]
+        # Asked the way the chat asks: an open-book record (the current section in the prompt)
+        # when there is one, so the probe catches a model that repeats what it memorised from
+        # the old version over what the procedure in front of it says.
+        rec = next((r for r in teaching if r.get("task") == "open_book"), None) or next(
+            iter(teaching), None
         )
         if rec is not None:
             question = next(m["content"] for m in reversed(rec["messages"]) if m["role"] == "user")

@@ -74,4 +74,15 @@ def sft_trainer_class() -> type:
             group = self.args.train_batch_size * self.args.gradient_accumulation_steps
             return ShuffledLengthGroupedSampler(lengths, group)
 
+        def _get_eval_sampler(self, eval_dataset: Any) -> Any:
+            # transformers groups eval batches by length too under group_by_length; its eval_loss
+            # is a mean of per-batch means, so that grouping changes the number (short records
+            # weigh as much as long ones) and makes it incomparable with a run that samples at
+            # random. Eval batches in dataset order, as TRL's default run has them.
+            if self.args.train_sampling_strategy != "group_by_length" or eval_dataset is None:
+                return super()._get_eval_sampler(eval_dataset)
+            import torch
+
+            return torch.utils.data.SequentialSampler(eval_dataset)
+
     return SopforgeSFTTrainer

@@ -13,16 +13,18 @@ them (serve/guard.build_messages over Markdown SOP sections of ../shared/corpus)
 
 For each: TTFT (time to first token, i.e. prompt processing) per prompt length, decode tokens/s
 (tokens after the first / time after the first), the ratios to hf-peft, and whether the greedy
-answer is token-for-token the baseline's. llama.cpp also reports TTFT of the same prompt sent
+answer is token-for-token the baseline's, and the process's peak resident memory while each path
+loads and answers (sopforge.memory.PeakRSS). llama.cpp also reports TTFT of the same prompt sent
 again (the KV-cache prefix reuse a format retry or a regenerate gets).
 
-The adapter is --adapter, else the promoted model's adapter in the workspace, else a bench adapter:
-LoRA r=16 on every linear layer with small random B (so merging changes the weights).
+The adapter is --adapter (a trained run's `adapter/` folder), else a bench adapter: LoRA r=16 on
+every linear layer with small random B (so merging changes the weights).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import re
 import tempfile
@@ -31,6 +33,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from sopforge.memory import PeakRSS
 
 REPO = Path(__file__).resolve().parents[2]
 CORPUS = REPO / ".." / "shared" / "corpus" / "md"
@@ -52,6 +56,8 @@ class PathResult:
     timings: dict[int, Timing] = field(default_factory=dict)
     ttft_repeat_s: dict[int, float] = field(default_factory=dict)
     load_s: float = 0.0
+    rss_start_mib: float = 0.0  # the process before this path loaded its model
+    peak_rss_mib: float = 0.0  # the process's peak while this path loaded and answered
 
 
 # ---- inputs --------------------------------------------------------------------------------
@@ -280,6 +286,10 @@ def report(results: list[PathResult], lengths: list[int]) -> None:
         ratio = rate / (sum(base_rates) / len(base_rates))
         same = all(r.timings[n].text == base.timings[n].text for n in lengths)
         print(f" | {rate:6.1f} ({ratio:4.2f}x)    | {'yes' if same else 'no'}")
+        print(
+            f"{'':16s}   peak RSS {r.peak_rss_mib:.0f} MiB (process at {r.rss_start_mib:.0f} MiB "
+            "before it loaded)"
+        )
         if r.ttft_repeat_s:
             again = ", ".join(f"{n}: {s:.2f} s" for n, s in r.ttft_repeat_s.items())
             print(f"{'':16s}   same prompt again (prefix reuse) TTFT: {again}")
@@ -346,18 +356,24 @@ def main(argv: list[str] | None = None) -> int:
         )
         results = []
         for name in paths:
+            gc.collect()  # each path's memory starts from what the previous one leaves
             if name.startswith("hf-"):
-                results.append(run_hf(name, base, adapter, tokenizer, args, prompts, warmup))
-                continue
-            dtype = name.split("-", 1)[1]
-            t = time.perf_counter()
-            gguf = export_gguf(base, adapter, tmp / f"model.{dtype}.gguf", dtype=dtype)
-            print(
-                f"  exported {gguf.name} ({gguf.stat().st_size / 1e6:.0f} MB) in "
-                f"{time.perf_counter() - t:.1f} s",
-                flush=True,
-            )
-            results.append(run_llamacpp(name, gguf, args, prompts, warmup))
+                with PeakRSS() as mem:
+                    r = run_hf(name, base, adapter, tokenizer, args, prompts, warmup)
+            else:
+                dtype = name.split("-", 1)[1]
+                t = time.perf_counter()
+                gguf = export_gguf(base, adapter, tmp / f"model.{dtype}.gguf", dtype=dtype)
+                print(
+                    f"  exported {gguf.name} ({gguf.stat().st_size / 1e6:.0f} MB) in "
+                    f"{time.perf_counter() - t:.1f} s",
+                    flush=True,
+                )
+                gc.collect()
+                with PeakRSS() as mem:
+                    r = run_llamacpp(name, gguf, args, prompts, warmup)
+            r.rss_start_mib, r.peak_rss_mib = round(mem.start_mib), round(mem.peak_mib)
+            results.append(r)
     report(results, args.lengths)
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
     if args.json:

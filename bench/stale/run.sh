@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Change one fact in a real procedure and watch the assistant follow it (issue 5's walk-through).
 #
-#   bash bench/stale/run.sh            # ~20 min on 2 CPU cores; WS=... to keep the workspace
+#   bash bench/stale/run.sh            # ~1 h on 2 CPU cores; WS=... to keep the workspace
+#                                      # STEPS=40 (version 1's run) RETRAIN_STEPS=80
 #
 # The document is dxw's "Dealing with an incident" from ../shared/corpus (real, public). The fact:
 # out of hours, a less severe incident is escalated to 2nd line support "if you can't fix it within
@@ -16,6 +17,9 @@ DOC=../shared/corpus/md/dxw_dealing_with_an_incident.md
 V2=$(mktemp -d /tmp/sopforge-v2.XXXX)
 QUESTION="Out of hours, how long should I try to fix a less severe incident before I escalate it to 2nd line support?"
 STEPS=${STEPS:-40}
+# The retrain sees each record of the document ~2 times: 40 steps (~1 epoch) left the new number
+# out of the answers (2026-11-21 run: the probe found "15" in neither model's answer).
+RETRAIN_STEPS=${RETRAIN_STEPS:-80}
 export SOPFORGE_WORKSPACE=$WS
 echo "workspace: $WS"
 t0=$(date +%s)
@@ -33,7 +37,7 @@ diff "$DOC" "$V2/$(basename "$DOC")" || true
 $SF ingest "$V2/$(basename "$DOC")" --no-progress
 
 echo "== 3. retrain: warm start from the promoted adapter, gate, stale probes"
-$SF retrain --config configs/train/demo-cpu.yaml --limit 24 sft.max_steps="$STEPS" || true
+$SF retrain --config configs/train/demo-cpu.yaml --limit 24 sft.max_steps="$RETRAIN_STEPS" || true
 cat "$(ls -td "$WS"/runs/*/ | head -1)retrain.md"
 
 echo "== 4. the chat now"

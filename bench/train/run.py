@@ -14,8 +14,8 @@ prompt-completion records for --steps optimizer steps at the same batch size:
   batches of 2 x 4 accumulation = the same 8 records per step, max_length 2048).
 
 Prints trained tokens/s of each (TRL's count of non-padding tokens / train_runtime), their ratio,
-and each arm's loss on the held-out records: the Trainer's eval_loss (same eval batch size in both
-arms), and the NLL per answer token over all held-out answers, computed the same way for both arms
+each arm's peak resident memory while it trains (sopforge.memory.PeakRSS), and each arm's loss
+on the held-out records: the Trainer's eval_loss (same eval batch size in both arms), and the NLL per answer token over all held-out answers, computed the same way for both arms
 and for the untrained base. Both arms train on the same records: those that fit TRL's default
 max_length of 1024 tokens. The dataset is --dataset, else the workspace's newest dataset, else
 records built from the shared corpus' Markdown SOPs (the same for both arms).
@@ -24,6 +24,7 @@ records built from the shared corpus' Markdown SOPs (the same for both arms).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import random
@@ -35,6 +36,7 @@ from typing import Any
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the `sopforge` CLI does; before torch
 
+from sopforge.memory import PeakRSS  # noqa: E402
 from sopforge.records import make_record  # noqa: E402
 from sopforge.train.config import load_train_config  # noqa: E402
 from sopforge.train.data import (
@@ -139,7 +141,8 @@ def heldout_nll(model: Any, tokenizer: Any, evals: list[dict[str, Any]]) -> floa
 
 def run_arm(name: str, trainer: Any, evals: list[dict[str, Any]]) -> dict[str, Any]:
     t = time.perf_counter()
-    result = trainer.train()
+    with PeakRSS() as mem:
+        result = trainer.train()
     wall = time.perf_counter() - t
     tokens = int(trainer._total_train_tokens)
     runtime = result.metrics["train_runtime"]
@@ -156,6 +159,8 @@ def run_arm(name: str, trainer: Any, evals: list[dict[str, Any]]) -> dict[str, A
         "train_loss": round(result.metrics["train_loss"], 4),
         "eval_loss": round(ev["eval_loss"], 4),
         "heldout_nll": round(nll, 4),
+        "rss_start_mib": round(mem.start_mib),
+        "peak_rss_mib": round(mem.peak_mib),
         "bf16": args.bf16,
         "activation_checkpointing": args.activation_checkpointing,
         "sampling": args.train_sampling_strategy,
@@ -196,7 +201,8 @@ def show(r: dict[str, Any]) -> dict[str, Any]:
     print(
         f"{r['arm']:>13}: {r['tokens_per_s']:8.1f} tokens/s  ({r['tokens']} tokens, "
         f"{r['steps']} steps x {r['batch_size']}x{r['grad_accum']} seqs, {r['train_runtime_s']} s)"
-        f"  eval_loss {r['eval_loss']:.4f}  held-out NLL {r['heldout_nll']:.4f}  bf16={r['bf16']} "
+        f"  eval_loss {r['eval_loss']:.4f}  held-out NLL {r['heldout_nll']:.4f}"
+        f"  peak RSS {r['peak_rss_mib']} MiB (process at {r['rss_start_mib']} MiB before)  bf16={r['bf16']} "
         f"activation_ckpt={r['activation_checkpointing']} sampling={r['sampling']} "
         f"lr={r['learning_rate']} max_length={r['max_length']}",
         flush=True,
@@ -265,6 +271,7 @@ def main() -> None:
             trainer = arms[name](cfg, prepared, Path(tmp) / name, ws, args.steps)
             results[name] = show(run_arm(name, trainer, evals))
             del trainer
+            gc.collect()  # the next arm's memory starts from what this one leaves
     ratio = results["sopforge"]["tokens_per_s"] / results["trl-defaults"]["tokens_per_s"]
     print(f"sopforge / trl-defaults throughput: {ratio:.2f}x")
     if args.json:

@@ -125,3 +125,44 @@ def test_probes_from_a_real_update(tmp_path):
     p = probes[0]
     assert any(str(int(m.group(1)) + 7) in f for f in p.new_facts)
     assert check(p, p.new_sentence).passed and not check(p, p.old_sentence).passed
+
+
+def test_probe_prefers_the_open_book_question_the_chat_would_ask():
+    answer = "Claims over 1000 pounds need approval from the finance director."
+    closed = {
+        "task": "qa",
+        "messages": [
+            {"role": "user", "content": "Who approves large claims?"},
+            {"role": "assistant", "content": answer},
+        ],
+    }
+    open_book = {
+        "task": "open_book",
+        "messages": [
+            {"role": "system", "content": "Answer from the sources."},
+            {"role": "user", "content": f"Sources:\n[Claims]\n{NEW}\n\nQuestion: Who signs off?"},
+            {"role": "assistant", "content": answer + "\n\nSource: [Claims § Claims, vb]"},
+        ],
+    }
+    unrelated = {
+        "task": "open_book",
+        "messages": [
+            {"role": "user", "content": "Sources: ...\n\nQuestion: When do I submit?"},
+            {"role": "assistant", "content": "Within 30 days of purchase."},
+        ],
+    }
+    kw = dict(
+        doc_id="d",
+        section_id="s",
+        section_title="Claims",
+        old_version="a",
+        new_version="b",
+        old_body=OLD,
+        new_body=NEW,
+    )
+    (p,) = build_probes(**kw, qa_records=[closed, unrelated, open_book])
+    assert p.question.endswith("Question: Who signs off?")
+    assert p.prompt()[1]["content"].startswith("Sources:") and len(p.prompt()) == 2
+    # without an open-book record that states the new fact, the closed-book one is asked
+    (p,) = build_probes(**kw, qa_records=[unrelated, closed])
+    assert p.question == "Who approves large claims?"

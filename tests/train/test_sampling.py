@@ -71,6 +71,9 @@ def test_the_trainer_uses_it_for_group_by_length(
     assert isinstance(sampler, ShuffledLengthGroupedSampler)
     assert sampler.lengths == [len(x) for x in trainer.train_dataset["input_ids"]]
     assert sampler.group == 2  # batch 2 x accumulation 1
+    # evaluation is not length-grouped: its eval_loss compares with a randomly sampled run's
+    eval_order = list(trainer._get_eval_sampler(trainer.eval_dataset))
+    assert eval_order == list(range(len(trainer.eval_dataset)))
     extra = ("sft.train_sampling_strategy=random",)
     cfg = load_train_config(None, tiny_overrides(tiny_model_dir, tiny_dataset_dir, *extra))
     trainer = build_trainer(cfg, prepare(cfg, workspace), tmp_path / "out2", workspace)
