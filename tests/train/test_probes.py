@@ -24,6 +24,17 @@ NEW = (
     "director. Keep the receipt. A new sentence was added here."
 )
 
+# one changed section of a claims procedure, as build_probes takes it
+CLAIMS = dict(
+    doc_id="d",
+    section_id="s",
+    section_title="Claims",
+    old_version="a",
+    new_version="b",
+    old_body=OLD,
+    new_body=NEW,
+)
+
 
 def test_changed_sentences_and_facts():
     pairs = changed_sentence_pairs(OLD, NEW)
@@ -47,16 +58,7 @@ def test_probe_uses_dataset_question_and_judges_answers():
             },
         ],
     }
-    probes = build_probes(
-        doc_id="d",
-        section_id="s",
-        section_title="Claims",
-        old_version="a",
-        new_version="b",
-        old_body=OLD,
-        new_body=NEW,
-        qa_records=[rec],
-    )
+    probes = build_probes(**CLAIMS, qa_records=[rec])
     assert len(probes) == 1
     p = probes[0]
     assert p.question == "Who approves large claims?" and p.prompt()[0]["role"] == "system"
@@ -73,15 +75,7 @@ def test_probe_uses_dataset_question_and_judges_answers():
 
 
 def test_fallback_question_does_not_leak_the_answer():
-    probes = build_probes(
-        doc_id="d",
-        section_id="s",
-        section_title="Claims",
-        old_version="a",
-        new_version="b",
-        old_body=OLD,
-        new_body=NEW,
-    )
+    probes = build_probes(**CLAIMS)
     assert "1000" not in probes[0].question and "director" not in probes[0].question
     assert "Claims over" in probes[0].question
 
@@ -151,18 +145,9 @@ def test_probe_prefers_the_open_book_question_the_chat_would_ask():
             {"role": "assistant", "content": "Within 30 days of purchase."},
         ],
     }
-    kw = dict(
-        doc_id="d",
-        section_id="s",
-        section_title="Claims",
-        old_version="a",
-        new_version="b",
-        old_body=OLD,
-        new_body=NEW,
-    )
-    (p,) = build_probes(**kw, qa_records=[closed, unrelated, open_book])
+    (p,) = build_probes(**CLAIMS, qa_records=[closed, unrelated, open_book])
     assert p.question.endswith("Question: Who signs off?")
     assert p.prompt()[1]["content"].startswith("Sources:") and len(p.prompt()) == 2
     # without an open-book record that states the new fact, the closed-book one is asked
-    (p,) = build_probes(**kw, qa_records=[unrelated, closed])
+    (p,) = build_probes(**CLAIMS, qa_records=[unrelated, closed])
     assert p.question == "Who approves large claims?"
