@@ -164,6 +164,12 @@ def retrain(
     return result
 
 
+def _cell(question: str) -> str:
+    """An open-book probe's prompt holds its sources: the table shows the question, on one line."""
+    q = question.rsplit("Question:", 1)[-1]
+    return " ".join(q.split()).replace("|", "\\|")[:80]
+
+
 def _pct(v: float | None) -> str:
     return "–" if v is None else f"{v:.1%}"
 
@@ -212,7 +218,7 @@ def retrain_markdown(r: dict[str, Any]) -> str:
                 )
             )
             lines.append(
-                f"| {x['doc_id']} § {x['section_id']} | {x['question'][:80]} | {', '.join(x['new_facts'])} | "
+                f"| {x['doc_id']} § {x['section_id']} | {_cell(x['question'])} | {', '.join(x['new_facts'])} | "
                 f"{', '.join(x['old_facts'])} | {verdict} | {prev_verdict} |"
             )
     return "\n".join(lines) + "\n"
