@@ -1,4 +1,4 @@
-"""Peak resident memory of a stretch of work in this process (benchmarks and run metrics).
+"""Peak resident memory of a stretch of work in this process (used by bench/train and bench/decode).
 
 `getrusage`'s ru_maxrss is the peak of the whole process's life, so a second stage measured in
 the same process would report the first one's peak. `PeakRSS` samples the current resident set

@@ -15,8 +15,9 @@ prompt-completion records for --steps optimizer steps at the same batch size:
 
 Prints trained tokens/s of each (TRL's count of non-padding tokens / train_runtime), their ratio,
 each arm's peak resident memory while it trains (sopforge.memory.PeakRSS), and each arm's loss
-on the held-out records: the Trainer's eval_loss (same eval batch size in both arms), and the NLL per answer token over all held-out answers, computed the same way for both arms
-and for the untrained base. Both arms train on the same records: those that fit TRL's default
+on the held-out records: the Trainer's eval_loss (same eval batch size in both arms), and the NLL
+per answer token over all held-out answers, computed the same way for both arms and for the
+untrained base. Both arms train on the same records: those that fit TRL's default
 max_length of 1024 tokens. The dataset is --dataset, else the workspace's newest dataset, else
 records built from the shared corpus' Markdown SOPs (the same for both arms).
 """
