@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,11 @@ SYSTEM_PROMPT = (
 )
 
 TASKS = ("qa", "steps", "summary", "json", "scenario", "open_book", "replay")
+# Tasks whose prompts carry the retrieved sources (the right section among distractors) and whose
+# answers end with the citation, the way the served assistant is always asked: `open_book` (the qa
+# questions) and `json` (a procedure is turned into JSON from the text in front of the model, not
+# recalled; a 135M model asked from memory invents the content and loops, see README "Quality").
+OPEN_BOOK_TASKS = frozenset({"open_book", "json"})
 REQUIRED_KEYS = ("id", "messages", "task", "contract", "generator", "provenance")
 PROVENANCE_KEYS = ("doc_id", "version", "section_id", "section_title", "content_hash", "span")
 
@@ -107,6 +113,13 @@ def prompt_of(rec: dict[str, Any]) -> list[dict[str, str]]:
     return rec["messages"][:-1]
 
 
+def cut_section(text: str, max_chars: int) -> str:
+    """A long section cut at a word boundary (0 = no cut): how retrieved sections fit a prompt."""
+    if max_chars and len(text) > max_chars:
+        return text[:max_chars].rsplit(" ", 1)[0] + " …"
+    return text
+
+
 @dataclass(frozen=True)
 class ContextSection:
     """A retrieved section shown to the model in an open-book prompt."""
@@ -124,6 +137,18 @@ class ContextSection:
 def citation(doc_title: str, section_title: str, version: str) -> str:
     """The citation form answers use: ``[Document § Section, v1a2b3c4]``."""
     return f"[{doc_title} § {section_title}, v{version[:8]}]"
+
+
+# A trailing "Source: [..]" line (how open-book answers end) is not part of the answer's format.
+_SOURCE_LINE_RE = re.compile(r"(?:^|\n)\s*Sources?:\s*(\[[^\n]*\]\s*)+$")
+
+
+def split_sources(text: str) -> tuple[str, str]:
+    """(answer body, trailing 'Source: [...]' line or '')."""
+    m = _SOURCE_LINE_RE.search(text)
+    if not m:
+        return text, ""
+    return text[: m.start()], m.group(0).strip()
 
 
 def open_book_prompt(question: str, contexts: Sequence[ContextSection]) -> str:

@@ -31,7 +31,14 @@ from sopforge.ingest.errors import FileTooLargeError, IngestError
 from sopforge.ingest.readers import SUPPORTED_EXTENSIONS, read_document
 from sopforge.ingest.readers.common import slugify
 from sopforge.ingest.tasks import GenerationResult, SectionInput, TaskConfig, generate_section_pairs
-from sopforge.records import ContextSection, citation, make_record, open_book_prompt
+from sopforge.records import (
+    OPEN_BOOK_TASKS,
+    ContextSection,
+    citation,
+    cut_section,
+    make_record,
+    open_book_prompt,
+)
 from sopforge.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -45,6 +52,9 @@ class IngestConfig:
     eval_fraction: float = 0.15  # share of sections held out for evaluation (split by section)
     split_seed: str = "sopforge"  # changing it reshuffles which sections are held out
     open_book_distractors: int = 2  # other sections shown beside the right one in open-book prompts
+    # Distractors are cut like the server cuts retrieved sections (serve.retrieval.max_section_chars);
+    # the right section is shown whole, since its answer may come from anywhere in it.
+    open_book_max_chars: int = 1200
     max_file_mb: float = 50.0
     formats_dir: str = ""  # contract folder; empty = the shipped configs/formats
     build_dataset: bool = True
@@ -512,9 +522,10 @@ def materialize(
     sec: dict[str, Any],
     pool: Sequence[dict[str, Any]],
     n_distractors: int,
+    max_chars: int = 0,
 ) -> dict[str, Any]:
-    """Bind a stored pair to its section's current version: provenance, and for open-book pairs the
-    retrieved context (the right section + distractors from the same split) and the citation.
+    """Bind a stored pair to its section's current version: provenance, and for open-book pairs
+    (`OPEN_BOOK_TASKS`) the retrieved context (the right section + distractors from the same split) and the citation.
 
     Stored pairs never embed another section's text or a version id, so an unchanged section's pairs
     stay valid when its document gets a new version."""
@@ -523,14 +534,16 @@ def materialize(
     )
     user = rec["messages"][1]["content"]
     answer = rec["messages"][-1]["content"]
-    if rec["task"] == "open_book":
+    if rec["task"] in OPEN_BOOK_TASKS:
         own = ContextSection(sec["doc_title"], sec["title"], sec["version"], sec["body"])
         others = [
             p for p in pool if (p["doc_id"], p["section_id"]) != (sec["doc_id"], sec["section_id"])
         ]
         others.sort(key=lambda p: _stable_fraction(rec["id"], p["doc_id"], p["section_id"]))
         contexts = [
-            ContextSection(p["doc_title"], p["title"], p["version"], p["body"])
+            ContextSection(
+                p["doc_title"], p["title"], p["version"], cut_section(p["body"], max_chars)
+            )
             for p in others[:n_distractors]
         ]
         contexts.insert(int(_stable_fraction(rec["id"], "pos") * (len(contexts) + 1)), own)
@@ -571,7 +584,11 @@ def build_dataset(
             continue
         split = split_of(sec["doc_id"], sec["section_id"], cfg)
         rec = materialize(
-            json.loads(row["record"]), sec, split_pool[split], cfg.open_book_distractors
+            json.loads(row["record"]),
+            sec,
+            split_pool[split],
+            cfg.open_book_distractors,
+            cfg.open_book_max_chars,
         )
         splits[split].append(rec)
     for recs in splits.values():

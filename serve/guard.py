@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from sopforge.contracts import Contract, ContractRegistry
-from sopforge.records import SYSTEM_PROMPT, ContextSection, open_book_prompt
+from sopforge.records import SYSTEM_PROMPT, ContextSection, open_book_prompt, split_sources
 
 Messages = list[dict[str, str]]
 # (messages, contract) -> text deltas of one attempt, already citation-filtered
@@ -40,8 +40,6 @@ _JSON_RE = re.compile(
 _NUMBERED_RE = re.compile(
     r"\bnumbered\s+(?:list|steps)\b|\bstep[- ]by[- ]step\s+list\b", re.IGNORECASE
 )
-# A trailing "Source: [..]" line (how open-book training answers end) is not part of the format.
-_SOURCE_LINE_RE = re.compile(r"(?:^|\n)\s*Sources?:\s*(\[[^\n]*\]\s*)+$")
 
 
 def infer_format(question: str, json_schema: str = "procedure") -> str | None:
@@ -66,14 +64,6 @@ def resolve_format(
     if spec in ("", "auto"):
         spec = infer_format(question, json_schema) or "plain"
     return registry.get(spec)
-
-
-def split_sources(text: str) -> tuple[str, str]:
-    """(answer body, trailing 'Source: [...]' line or '')."""
-    m = _SOURCE_LINE_RE.search(text)
-    if not m:
-        return text, ""
-    return text[: m.start()], m.group(0).strip()
 
 
 def user_message(question: str, contract: Contract, contexts: Sequence[ContextSection]) -> str:

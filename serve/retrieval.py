@@ -18,7 +18,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sopforge.records import ContextSection, citation
+from sopforge.records import ContextSection, citation, cut_section
 from sopforge.workspace import Workspace
 
 CITATION_RE = re.compile(r"\[([^\[\]\n]+?) § ([^\[\]\n]+?), v([0-9a-fA-F]{4,64})\]")
@@ -40,10 +40,9 @@ class IndexedSection:
         return citation(self.doc_title, self.title, self.version)
 
     def context(self, max_chars: int = 0) -> ContextSection:
-        text = self.body
-        if max_chars and len(text) > max_chars:
-            text = text[:max_chars].rsplit(" ", 1)[0] + " …"
-        return ContextSection(self.doc_title, self.title, self.version, text)
+        return ContextSection(
+            self.doc_title, self.title, self.version, cut_section(self.body, max_chars)
+        )
 
     def to_dict(self) -> dict[str, str]:
         return {

@@ -34,7 +34,7 @@ from typing import Any
 
 from sopforge.contracts import ContractError, default_registry
 from sopforge.errors import UserError
-from sopforge.records import SYSTEM_PROMPT, answer_of, prompt_of
+from sopforge.records import OPEN_BOOK_TASKS, SYSTEM_PROMPT, answer_of, prompt_of, split_sources
 from sopforge.train import metrics as M
 from sopforge.train.config import DEFAULT_INSTRUCTIONS
 from sopforge.workspace import Workspace, atomic_write_text
@@ -99,7 +99,7 @@ def source_text(workspace: Workspace, rec: dict[str, Any]) -> str | None:
         span = prov.get("span") or [0, 0]
         if row is not None and span[1] > span[0]:
             return str(row["text"][span[0] : span[1]])
-    if rec["task"] == "open_book":
+    if rec["task"] in OPEN_BOOK_TASKS:
         return "\n".join(m["content"] for m in rec["messages"][:-1] if m["role"] == "user")
     return None
 
@@ -114,12 +114,13 @@ def shown_citations(rec: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 
 def answer_caps(tokenizer: Any, references: list[str], max_new_tokens: int) -> list[int]:
-    return [
-        min(
-            max_new_tokens, int(1.5 * len(tokenizer(r, add_special_tokens=False)["input_ids"])) + 32
-        )
-        for r in references
-    ]
+    """Per-record token caps: 1.5x the reference (+32), at most `max_new_tokens`, but never less
+    than the reference itself (+32), so an answer as long as the reference is never cut off."""
+    caps = []
+    for r in references:
+        n = len(tokenizer(r, add_special_tokens=False)["input_ids"])
+        caps.append(max(min(max_new_tokens, int(1.5 * n) + 32), n + 32))
+    return caps
 
 
 def _cache_file(workspace: Workspace, base_model: Path, payload: Any) -> Path:
@@ -172,8 +173,8 @@ def score_answer(
 ) -> dict[str, Any]:
     """All per-answer metrics of one eval record."""
     reference = answer_of(rec)
-    try:
-        errors = registry.get(rec["contract"]).validate(answer)
+    try:  # judged like the server's format guard: the trailing "Source: [...]" line aside
+        errors = registry.get(rec["contract"]).validate(split_sources(answer)[0])
     except ContractError as e:
         errors = [f"unknown contract: {e}"]
     out: dict[str, Any] = {
@@ -184,8 +185,9 @@ def score_answer(
         "grounding": M.grounding(answer, source) if source else None,
         "citation_valid": None,
     }
-    if rec["task"] == "open_book":
-        out["citation_valid"] = M.citation_valid(answer, shown_citations(rec))
+    shown = shown_citations(rec)
+    if shown:  # an open-book prompt (OPEN_BOOK_TASKS): the answer must cite a source it was shown
+        out["citation_valid"] = M.citation_valid(answer, shown)
     return out
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from sopforge.contracts import ContractRegistry
 from sopforge.ingest.pipeline import IngestConfig, ingest_paths
-from sopforge.records import check_record
+from sopforge.records import OPEN_BOOK_TASKS, check_record, split_sources
 from sopforge.workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,7 +52,9 @@ def test_every_record_validates_against_its_contract(corpus_ingest):
     failures = []
     for rec in records:
         check_record(rec)
-        errors = registry.get(rec["contract"]).validate(rec["messages"][-1]["content"])
+        body, cite = split_sources(rec["messages"][-1]["content"])
+        assert bool(cite) == (rec["task"] in OPEN_BOOK_TASKS), rec["id"]
+        errors = registry.get(rec["contract"]).validate(body)
         if errors:
             failures.append((rec["id"], rec["contract"], errors))
     assert failures == []
@@ -81,9 +83,10 @@ def test_dataset_loads_with_datasets_library(corpus_ingest):
     assert ds[0]["messages"][-1]["role"] == "assistant"
 
 
-def test_open_book_pairs_carry_context_and_a_valid_citation(corpus_ingest):
+@pytest.mark.parametrize("task", sorted(OPEN_BOOK_TASKS))
+def test_open_book_pairs_carry_context_and_a_valid_citation(corpus_ingest, task):
     _, report = corpus_ingest
-    ob = [r for r in _records(report.dataset_dir) if r["task"] == "open_book"]
+    ob = [r for r in _records(report.dataset_dir) if r["task"] == task]
     assert ob
     for r in ob[:50]:
         user, answer = r["messages"][1]["content"], r["messages"][-1]["content"]

@@ -14,6 +14,7 @@ from sopforge.train.data import read_records
 from sopforge.train.evaluate import (
     EvalError,
     EvalOptions,
+    answer_caps,
     evaluate_run,
     regressions,
     score_answer,
@@ -63,6 +64,17 @@ def test_score_answer_judges_the_contract_and_the_reference(tiny_dataset_dir):
     bullets = _rec(tiny_dataset_dir, "summary")
     assert not score_answer(bullets, "- one\n- two", None, registry)["valid"]
     assert score_answer(bullets, "- a\n- b\n- c", None, registry)["grounding"] is None
+
+
+def test_answer_caps_never_cut_an_answer_as_long_as_its_reference():
+    from tests.conftest import build_tiny_tokenizer
+
+    tok = build_tiny_tokenizer()
+    short, long = "a b c", " ".join(["word"] * 400)
+    n_short, n_long = (len(tok(t, add_special_tokens=False)["input_ids"]) for t in (short, long))
+    caps = answer_caps(tok, [short, long], max_new_tokens=100)
+    assert caps[0] == int(1.5 * n_short) + 32  # short references: 1.5x + 32
+    assert caps[1] == n_long + 32 > 100  # past the ceiling: still room for the whole reference
 
 
 def test_source_text_prefers_the_workspace_section(workspace, tiny_dataset_dir):
