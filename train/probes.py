@@ -112,6 +112,16 @@ def contains_fact(answer: str, fact: str) -> bool:
     return fact in set(tokens(answer))
 
 
+def _question(rec: dict[str, Any]) -> str:
+    """The question of a record (an open-book prompt's last "Question:" line)."""
+    user = next(m["content"] for m in reversed(rec["messages"]) if m["role"] == "user")
+    return user.rsplit("Question:", 1)[-1]
+
+
+def _overlap(question: str, sentence: str) -> int:
+    return len(content_tokens(question) & content_tokens(sentence))
+
+
 def fallback_question(section_title: str, new_sentence: str, new_facts: Sequence[str]) -> str:
     """A question quoting the sentence's opening up to (not including) the first changed word."""
     words = new_sentence.split()
@@ -147,10 +157,21 @@ def build_probes(
         ]
         # Asked the way the chat asks: an open-book record (the current section in the prompt)
         # when there is one, so the probe catches a model that repeats what it memorised from
-        # the old version over what the procedure in front of it says.
-        rec = next((r for r in teaching if r.get("task") == "open_book"), None) or next(
-            iter(teaching), None
+        # the old version over what the procedure in front of it says. Never a question that
+        # already states a new fact ("... has taken more than four hours, what do I do?"): echoing
+        # it would pass. Among the rest, the question closest to the changed sentence ("What
+        # happens if it's something less severe?" over "How long does out of hours alerts take?").
+        rec = max(
+            teaching,
+            key=lambda r: (
+                not any(contains_fact(_question(r), f) for f in new_f),
+                r.get("task") == "open_book",
+                _overlap(_question(r), new_s),
+            ),
+            default=None,
         )
+        if rec is not None and any(contains_fact(_question(rec), f) for f in new_f):
+            rec = None  # every question gives the answer away: ask the fallback one
         if rec is not None:
             question = next(m["content"] for m in reversed(rec["messages"]) if m["role"] == "user")
             messages = tuple((m["role"], m["content"]) for m in rec["messages"][:-1])

@@ -151,3 +151,52 @@ def test_probe_prefers_the_open_book_question_the_chat_would_ask():
     # without an open-book record that states the new fact, the closed-book one is asked
     (p,) = build_probes(**CLAIMS, qa_records=[unrelated, closed])
     assert p.question == "Who approves large claims?"
+
+
+def test_probe_asks_the_open_book_question_closest_to_the_changed_sentence():
+    # Both records state the new fact; the second asks about it, the first about the section at large
+    # (as "How long does out of hours alerts take?" did in the 2026-12 walk-through).
+    answer = "Claims over 1000 pounds need approval from the finance director."
+
+    def open_book(question: str) -> dict:
+        return {
+            "task": "open_book",
+            "messages": [
+                {"role": "user", "content": f"Sources:\n[Claims]\n{NEW}\n\nQuestion: {question}"},
+                {"role": "assistant", "content": answer + "\n\nSource: [Claims § Claims, vb]"},
+            ],
+        }
+
+    vague = open_book("What does the claims section say?")
+    close = open_book("Which claims need approval, and from whom?")
+    (p,) = build_probes(**CLAIMS, qa_records=[vague, close])
+    assert p.question.endswith("Question: Which claims need approval, and from whom?")
+    # the order of the records does not decide it
+    (p,) = build_probes(**CLAIMS, qa_records=[close, vague])
+    assert p.question.endswith("Question: Which claims need approval, and from whom?")
+
+
+def test_probe_never_asks_a_question_that_states_the_new_fact():
+    answer = "Claims over 1000 pounds need approval from the finance director."
+    leaky = {
+        "task": "open_book",
+        "messages": [
+            {
+                "role": "user",
+                "content": f"Sources:\n{NEW}\n\nQuestion: Who approves claims over 1000 pounds?",
+            },
+            {"role": "assistant", "content": answer},
+        ],
+    }
+    closed = {
+        "task": "qa",
+        "messages": [
+            {"role": "user", "content": "Who approves large claims?"},
+            {"role": "assistant", "content": answer},
+        ],
+    }
+    (p,) = build_probes(**CLAIMS, qa_records=[leaky, closed])
+    assert p.question == "Who approves large claims?"
+    # only leaky questions: the fallback question, which stops before the first changed word
+    (p,) = build_probes(**CLAIMS, qa_records=[leaky])
+    assert "1000" not in p.question and p.question.startswith('In the procedure "Claims"')
