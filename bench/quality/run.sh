@@ -2,7 +2,7 @@
 # Quality on the shared corpus: ingest every Markdown and PDF SOP, tune the bundled model on a
 # task-balanced subset of the train split, compare base vs tuned on held-out sections.
 #
-#   bash bench/quality/run.sh          # ~45 min on 2 CPU cores; WS=... EPOCHS=... STEPS=... LIMIT=...
+#   bash bench/quality/run.sh          # ~65 min on 2 CPU cores; WS=... EPOCHS=... STEPS=... LIMIT=...
 #
 # Report: $WS/runs/<id>/report/report.md (and .html with the plots).
 set -euo pipefail
@@ -11,7 +11,7 @@ SF=${SF:-.venv/bin/sopforge}
 PY=${PY:-.venv/bin/python}
 WS=${WS:-$(mktemp -d /tmp/sopforge-quality.XXXX)}
 EPOCHS=${EPOCHS:-2}
-STEPS=${STEPS:-96}   # 96 x 8 records: ~1 epoch of the subset + replay, ~25 min here
+STEPS=${STEPS:-96}   # 96 x 8 records: ~1 epoch of the subset + replay, ~30 min here
 LIMIT=${LIMIT:-120}
 export SOPFORGE_WORKSPACE=$WS
 $SF ingest ../shared/corpus/md ../shared/corpus/pdf --no-progress
