@@ -112,10 +112,13 @@ def contains_fact(answer: str, fact: str) -> bool:
     return fact in set(tokens(answer))
 
 
+def _user_text(rec: dict[str, Any]) -> str:
+    return next(m["content"] for m in reversed(rec["messages"]) if m["role"] == "user")
+
+
 def _question(rec: dict[str, Any]) -> str:
     """The question of a record (an open-book prompt's last "Question:" line)."""
-    user = next(m["content"] for m in reversed(rec["messages"]) if m["role"] == "user")
-    return user.rsplit("Question:", 1)[-1]
+    return _user_text(rec).rsplit("Question:", 1)[-1]
 
 
 def _overlap(question: str, sentence: str) -> int:
@@ -161,19 +164,15 @@ def build_probes(
         # already states a new fact ("... has taken more than four hours, what do I do?"): echoing
         # it would pass. Among the rest, the question closest to the changed sentence ("What
         # happens if it's something less severe?" over "How long does out of hours alerts take?").
+        # If every question gives the answer away, the fallback question is asked.
+        askable = [r for r in teaching if not any(contains_fact(_question(r), f) for f in new_f)]
         rec = max(
-            teaching,
-            key=lambda r: (
-                not any(contains_fact(_question(r), f) for f in new_f),
-                r.get("task") == "open_book",
-                _overlap(_question(r), new_s),
-            ),
+            askable,
+            key=lambda r: (r.get("task") == "open_book", _overlap(_question(r), new_s)),
             default=None,
         )
-        if rec is not None and any(contains_fact(_question(rec), f) for f in new_f):
-            rec = None  # every question gives the answer away: ask the fallback one
         if rec is not None:
-            question = next(m["content"] for m in reversed(rec["messages"]) if m["role"] == "user")
+            question = _user_text(rec)
             messages = tuple((m["role"], m["content"]) for m in rec["messages"][:-1])
         else:
             question = fallback_question(section_title, new_s, new_f)
