@@ -159,3 +159,8 @@ def open_book_prompt(question: str, contexts: Sequence[ContextSection]) -> str:
         + "\n\n".join(blocks)
         + f"\n\nQuestion: {question.strip()}"
     )
+
+
+def question_of(prompt: str) -> str:
+    """The question of a user message: what follows an open-book prompt's "Question:", else all of it."""
+    return prompt.rsplit("\n\nQuestion: ", 1)[-1]

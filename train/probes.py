@@ -25,6 +25,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from sopforge.records import question_of
+
 _SENT = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])|\n+")
 _TOKEN = re.compile(r"[a-z0-9][a-z0-9.,%$£€/-]*[a-z0-9%]|[a-z0-9]")
 _STOP = frozenset(
@@ -117,8 +119,7 @@ def _user_text(rec: dict[str, Any]) -> str:
 
 
 def _question(rec: dict[str, Any]) -> str:
-    """The question of a record (an open-book prompt's last "Question:" line)."""
-    return _user_text(rec).rsplit("Question:", 1)[-1]
+    return question_of(_user_text(rec))
 
 
 def _overlap(question: str, sentence: str) -> int:

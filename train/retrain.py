@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sopforge.errors import UserError
-from sopforge.records import answer_of, prompt_of
+from sopforge.records import answer_of, prompt_of, question_of
 from sopforge.train import probes as P
 from sopforge.workspace import Workspace, atomic_write_text
 
@@ -166,8 +166,7 @@ def retrain(
 
 def _cell(question: str) -> str:
     """An open-book probe's prompt holds its sources: the table shows the question, on one line."""
-    q = question.rsplit("Question:", 1)[-1]
-    return " ".join(q.split()).replace("|", "\\|")[:80]
+    return " ".join(question_of(question).split()).replace("|", "\\|")[:80]
 
 
 def _pct(v: float | None) -> str:
