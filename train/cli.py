@@ -90,6 +90,13 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--tolerance", type=float, default=0.02, help="allowed drop in compliance / ROUGE-L"
     )
+    p.add_argument(
+        "--changed-weight",
+        type=int,
+        default=4,
+        help="times each record of an added or changed section is seen per epoch (1 = like the "
+        "unchanged ones; default 4)",
+    )
     p.add_argument("overrides", nargs="*", metavar="key=value", help="train config overrides")
     p.set_defaults(func=cmd_retrain)
 
@@ -130,6 +137,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         force=args.force,
         eval_limit=args.limit,
         tolerance=args.tolerance,
+        changed_weight=args.changed_weight,
     )
     print(retrain_markdown(result))
     return 0 if result["promoted"] else 3

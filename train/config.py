@@ -46,6 +46,9 @@ class TrainConfig:
     init_adapter: str = ""  # warm start from an adapter folder, or "promoted"; "" = fresh LoRA
     quantization: Literal["none", "4bit", "8bit"] = "none"  # 4bit = QLoRA (bitsandbytes, GPU)
     max_eval_records: int = 256  # held-out records for the end-of-run eval loss (0 = all)
+    # records of the sections that the latest update of a document added or changed are seen
+    # this many times (1 = as often as the rest); `sopforge retrain` sets it (--changed-weight)
+    changed_weight: int = 1
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     lora: dict[str, Any] = field(default_factory=dict)
     sft: dict[str, Any] = field(default_factory=dict)
@@ -56,6 +59,8 @@ class TrainConfig:
             raise ConfigError(
                 f"sft.{owned[0]} is set by sopforge (runs/<id>/checkpoints, --resume); remove it"
             )
+        if not 1 <= self.changed_weight <= 50:
+            raise ConfigError(f"changed_weight must be between 1 and 50, got {self.changed_weight}")
         if not 0 <= self.replay.ratio <= 10:
             raise ConfigError(f"replay.ratio must be between 0 and 10, got {self.replay.ratio}")
 

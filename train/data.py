@@ -120,6 +120,38 @@ def spread_by_task(records: list[dict[str, Any]], limit: int | None) -> list[dic
     return out
 
 
+def changed_sections(workspace: Workspace) -> set[tuple[str, str, str]]:
+    """(doc_id, version, section_id) of every section added or changed by the update that made
+    its document's current version: what a retrain must teach, as opposed to replay."""
+    rows = workspace.db.execute(
+        "SELECT c.doc_id, c.new_version, c.section_id FROM changes c"
+        " JOIN versions v ON v.doc_id=c.doc_id AND v.version=c.new_version AND v.status='current'"
+        " WHERE c.kind IN ('changed', 'added')"
+    ).fetchall()
+    return {(r["doc_id"], r["new_version"], r["section_id"]) for r in rows}
+
+
+def emphasize(
+    records: list[dict[str, Any]], sections: set[tuple[str, str, str]], weight: int
+) -> tuple[list[dict[str, Any]], int]:
+    """`records` with every record of `sections` present `weight` times in all (the copies
+    are appended; the trainer shuffles). Returns the records and the number of copies added."""
+    if weight <= 1 or not sections:
+        return list(records), 0
+    chosen = [
+        r
+        for r in records
+        if (
+            (p := r.get("provenance") or {}).get("doc_id"),
+            p.get("version"),
+            p.get("section_id"),
+        )
+        in sections
+    ]
+    extra = [r for _ in range(weight - 1) for r in chosen]
+    return list(records) + extra, len(extra)
+
+
 def to_prompt_completion(rec: dict[str, Any]) -> dict[str, list[dict[str, str]]]:
     """A record as TRL's conversational prompt-completion example (answer-only loss)."""
     msgs = [{"role": m["role"], "content": m["content"]} for m in rec["messages"]]

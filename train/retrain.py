@@ -95,6 +95,7 @@ def retrain(
     eval_limit: int | None = 60,
     tolerance: float = TOLERANCE,
     min_probe_pass: float = 1.0,
+    changed_weight: int = 4,
     callbacks: Sequence[Any] = (),
 ) -> dict[str, Any]:
     from sopforge.train import registry
@@ -108,7 +109,9 @@ def retrain(
     extra = [f"dataset={ds.dataset_id}"]
     if warm_start and promoted and promoted.get("adapter_path"):
         extra.append("init_adapter=promoted")
-    cfg = load_train_config(config, [*overrides, *extra])
+    # the changed sections are what the old model gets wrong: seen `changed_weight` times as
+    # often as the replayed rest (an override changed_weight=... in `overrides` wins)
+    cfg = load_train_config(config, [f"changed_weight={changed_weight}", *overrides, *extra])
     run_id = train(cfg, ws, callbacks=callbacks)
     evaluate_run(ws, run_id, EvalOptions(limit=eval_limit))
     new_model = registry.show_model(ws, run_id)
@@ -149,6 +152,7 @@ def retrain(
         "run_id": run_id,
         "dataset_id": ds.dataset_id,
         "warm_start": "init_adapter=promoted" in extra,
+        "changed_weight": cfg.changed_weight,
         "previous_model": promoted["model_id"] if promoted else None,
         "new": new_scores,
         "previous": old_scores,
@@ -186,7 +190,12 @@ def retrain_markdown(r: dict[str, Any]) -> str:
             + "; ".join(r["reasons"])
             + f". {r['previous_model']} keeps serving."
         )
-    lines += ["", f"Dataset {r['dataset_id']}; warm start: {r['warm_start']}.", ""]
+    lines += [
+        "",
+        f"Dataset {r['dataset_id']}; warm start: {r['warm_start']}; records of changed sections"
+        f" weighted x{r.get('changed_weight', 1)}.",
+        "",
+    ]
     lines += ["| metric | previous | new |", "|---|---|---|"]
     prev = r["previous"] or {}
     for m in ("compliance", "rouge_l", "token_f1", "grounding"):

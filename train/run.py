@@ -27,6 +27,8 @@ from sopforge.errors import UserError
 from sopforge.train.config import DEFAULT_INSTRUCTIONS, TrainConfig
 from sopforge.train.data import (
     DatasetRef,
+    changed_sections,
+    emphasize,
     read_records,
     resolve_dataset,
     spread_by_task,
@@ -50,6 +52,7 @@ class Prepared:
     train_records: list[dict[str, Any]]
     eval_records: list[dict[str, Any]]
     n_replay: int = 0
+    n_emphasized: int = 0  # copies of changed sections' records added (changed_weight)
 
 
 # ---- run ids and folders -------------------------------------------------------------------
@@ -207,16 +210,18 @@ def prepare(cfg: TrainConfig, workspace: Workspace) -> Prepared:
         evals = spread_by_task(evals, cfg.max_eval_records)
     if not train:
         raise RunError(f"{ds.path / 'train.jsonl'} has no records; nothing to train on")
+    n_pairs = len(train)
+    train, n_emphasized = emphasize(train, changed_sections(workspace), cfg.changed_weight)
     n_replay = 0
     if cfg.replay.enabled and cfg.replay.ratio > 0:
         instructions = (
             Path(cfg.replay.instructions) if cfg.replay.instructions else DEFAULT_INSTRUCTIONS
         )
         rows = base_answers(workspace, base, instructions, cfg.replay.max_new_tokens)
-        replay = replay_records(rows, replay_count(len(train), cfg.replay.ratio))
+        replay = replay_records(rows, replay_count(n_pairs, cfg.replay.ratio))
         n_replay = len(replay)
         train = train + replay
-    return Prepared(base, ds, train, evals, n_replay)
+    return Prepared(base, ds, train, evals, n_replay, n_emphasized)
 
 
 # ---- trainer -------------------------------------------------------------------------------
@@ -414,7 +419,8 @@ def _train_metrics(trainer: Any, result: Any, prepared: Prepared) -> dict[str, A
         global_step=trainer.state.global_step,
         num_tokens=tokens,
         tokens_per_second=round(tokens / runtime, 1) if runtime else None,
-        n_train=len(prepared.train_records) - prepared.n_replay,
+        n_train=len(prepared.train_records) - prepared.n_replay - prepared.n_emphasized,
+        n_emphasized=prepared.n_emphasized,
         n_replay=prepared.n_replay,
         n_eval=len(prepared.eval_records),
     )
@@ -453,11 +459,12 @@ def train(
                 metrics_file.unlink()
             _record_start(workspace, run_id, cfg, prepared, path)
         log.info(
-            "run %s: %s on %s (%d pairs + %d replay, %d eval)",
+            "run %s: %s on %s (%d pairs + %d copies of changed sections' + %d replay, %d eval)",
             run_id,
             prepared.base_model.name,
             prepared.dataset.dataset_id,
-            len(prepared.train_records) - prepared.n_replay,
+            len(prepared.train_records) - prepared.n_replay - prepared.n_emphasized,
+            prepared.n_emphasized,
             prepared.n_replay,
             len(prepared.eval_records),
         )

@@ -1,7 +1,7 @@
 """json: "Give me <title> as JSON" -> one object valid against the procedure schema.
 
 Every value is cut from the section: title = the heading, purpose = its first prose sentence,
-roles = the role phrases it names, steps = its procedure (an actor only where the step text
+roles = the role phrases it names (the first `MAX_ROLES`), steps = its procedure (an actor only where the step text
 names one), notes = its rules and conditions outside the steps. Keys always come in the schema's
 order and the JSON is compact (one line), so the model sees one consistent form.
 """
@@ -23,6 +23,9 @@ from sopforge.ingest.tasks.text import (
 )
 
 MAX_NOTES = 3
+# A long appendix can name twenty roles; listed in full they are noise in a procedure object and
+# the pattern a small model loops on ("roles": ["User", "User", ...).
+MAX_ROLES = 6
 MAX_RULE_STEPS = 8
 
 _PHRASINGS = [
@@ -110,7 +113,7 @@ def procedure(ctx: FamilyContext) -> dict[str, Any] | None:
     obj: dict[str, Any] = {
         "title": title,
         "purpose": purpose,
-        "roles": m.roles,
+        "roles": m.roles[:MAX_ROLES],
         "steps": steps,
     }
     if notes:

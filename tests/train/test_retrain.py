@@ -58,6 +58,7 @@ def test_retrain_gates_on_stale_probes(tmp_path: Path, tiny_model_dir: Path) -> 
 
     second = retrain(ws, overrides=tiny, eval_limit=4)
     assert second["warm_start"] and second["previous_model"] == first["run_id"]
+    assert first["changed_weight"] == second["changed_weight"] == 4
     probes = second["probes"]
     assert probes["probes"] >= 1
     facts = {f for r in probes["results"] for f in r["new_facts"]}
@@ -74,3 +75,36 @@ def test_retrain_gates_on_stale_probes(tmp_path: Path, tiny_model_dir: Path) -> 
     row = ws.db.execute("SELECT forced, reason FROM promotions ORDER BY id DESC LIMIT 1").fetchone()
     assert row["forced"] == 1 and "forced" in row["reason"]
     assert registry.promoted_model(ws)["model_id"] == third["run_id"]
+
+
+def test_retrain_weights_the_changed_sections_records(tmp_path: Path) -> None:
+    from sopforge.train.data import changed_sections, emphasize, read_records, resolve_dataset
+
+    doc = tmp_path / "expenses.md"
+    doc.write_text(SOP)
+    ws = Workspace(tmp_path / "ws")
+    ingest_paths(ws, [doc], IngestConfig(eval_fraction=0.0))
+    assert changed_sections(ws) == set()  # a first version changes nothing
+
+    doc.write_text(SOP.replace("three\nhours", "four\nhours"))
+    ingest_paths(ws, [doc], IngestConfig(eval_fraction=0.0))
+    (changed,) = changed_sections(ws)
+    current = ws.db.execute("SELECT version FROM versions WHERE status='current'").fetchone()
+    assert changed[1] == current["version"]
+    title = ws.db.execute(
+        "SELECT title FROM sections WHERE doc_id=? AND version=? AND section_id=?", changed
+    ).fetchone()["title"]
+    assert title == "Travel"
+
+    records = read_records(resolve_dataset("", ws).path / "train.jsonl")
+    mine = [r for r in records if r["provenance"]["section_id"] == changed[2]]
+    assert mine and len(mine) < len(records)
+    weighted, added = emphasize(records, {changed}, 3)
+    assert added == 2 * len(mine) and len(weighted) == len(records) + added
+    # every record of the changed section three times, every other record once
+    for r in records:
+        n = sum(w is r for w in weighted)
+        assert n == (3 if r in mine else 1)
+    # weight 1 or an older version's key adds nothing
+    assert emphasize(records, {changed}, 1)[1] == 0
+    assert emphasize(records, {(changed[0], "v-old", changed[2])}, 3)[1] == 0

@@ -290,3 +290,30 @@ def test_badge_document_renders_spans_that_match_sections(badge_document):
         start, end = section.span
         assert rendered[start:end].endswith(section.body)
         assert rendered[section.body_start : end] == section.body
+
+
+def test_json_roles_are_the_first_few_the_section_names(registry):
+    from sopforge.ingest.tasks.json_task import MAX_ROLES
+    from sopforge.ingest.tasks.text import find_roles
+
+    text = (
+        "The line manager, the finance director, the Security Officer, the help desk, the "
+        "system owners, the team members, the network administrators and the Incident "
+        "Commander must all be told about the incident."
+    )
+    named = find_roles(text)
+    assert len(named) > MAX_ROLES  # the section names more roles than the object lists
+    section = Section(
+        title="Telling people",
+        level=2,
+        blocks=[
+            Block("paragraph", text=text),
+            Block("ordered", items=["Call the help desk.", "Email the line manager."]),
+        ],
+    )
+    doc = Document(doc_id="tell", title="Incidents", format="md", sections=[section])
+    (sec,) = section_inputs(doc, "cd" * 32)
+    recs = _by_task(generate_section_pairs(sec, registry=registry, cfg=TaskConfig()).records, "json")
+    assert recs
+    obj = json.loads(answer_of(recs[0]))
+    assert obj["roles"] == named[:MAX_ROLES]
