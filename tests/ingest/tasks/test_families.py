@@ -313,7 +313,9 @@ def test_json_roles_are_the_first_few_the_section_names(registry):
     )
     doc = Document(doc_id="tell", title="Incidents", format="md", sections=[section])
     (sec,) = section_inputs(doc, "cd" * 32)
-    recs = _by_task(generate_section_pairs(sec, registry=registry, cfg=TaskConfig()).records, "json")
+    recs = _by_task(
+        generate_section_pairs(sec, registry=registry, cfg=TaskConfig()).records, "json"
+    )
     assert recs
     obj = json.loads(answer_of(recs[0]))
     assert obj["roles"] == named[:MAX_ROLES]
