@@ -459,7 +459,7 @@ def train(
                 metrics_file.unlink()
             _record_start(workspace, run_id, cfg, prepared, path)
         log.info(
-            "run %s: %s on %s (%d pairs + %d copies of changed sections' + %d replay, %d eval)",
+            "run %s: %s on %s (%d pairs + %d copies of changed sections' records + %d replay, %d eval)",
             run_id,
             prepared.base_model.name,
             prepared.dataset.dataset_id,

@@ -11,7 +11,8 @@
 # answered with the "two hours" it had learnt here.) The bundled SmolLM2-135M-Instruct is tuned on
 # version 1, then `sopforge retrain` tunes on version 2, evaluates against the promoted model, asks the
 # stale-procedure probes and promotes (the changed section's records weighted x4, the default
-# --changed-weight: 2026-12-02 the probe passed, the gate promoted, the chat said "four hours"). `sopforge ask` shows the chat's answer and its sources.
+# --changed-weight: 2026-12-02 the probe passed, the gate promoted, the chat said "four hours").
+# `sopforge ask` shows the chat's answer and its sources.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SF=${SF:-.venv/bin/sopforge}

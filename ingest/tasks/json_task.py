@@ -1,8 +1,8 @@
 """json: "Give me <title> as JSON" -> one object valid against the procedure schema.
 
 Every value is cut from the section: title = the heading, purpose = its first prose sentence,
-roles = the role phrases it names (the first `MAX_ROLES`), steps = its procedure (an actor only where the step text
-names one), notes = its rules and conditions outside the steps. Keys always come in the schema's
+roles = the role phrases it names (the first `MAX_ROLES`), steps = its procedure (an actor only
+where the step text names one), notes = its rules and conditions outside the steps. Keys always come in the schema's
 order and the JSON is compact (one line), so the model sees one consistent form.
 """
 
