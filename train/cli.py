@@ -70,6 +70,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--no-general", action="store_true", help="skip the general-prompt check")
     p.set_defaults(func=cmd_eval)
 
+    from sopforge.train.retrain import CHANGED_WEIGHT  # light: no torch at import
+
     p = subparsers.add_parser(
         "retrain",
         help="after procedures change: train on the current dataset, gate against the promoted "
@@ -93,9 +95,9 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--changed-weight",
         type=int,
-        default=4,
+        default=CHANGED_WEIGHT,
         help="times each record of an added or changed section is seen per epoch (1 = like the "
-        "unchanged ones; default 4)",
+        f"unchanged ones; default {CHANGED_WEIGHT})",
     )
     p.add_argument("overrides", nargs="*", metavar="key=value", help="train config overrides")
     p.set_defaults(func=cmd_retrain)

@@ -120,14 +120,22 @@ def spread_by_task(records: list[dict[str, Any]], limit: int | None) -> list[dic
     return out
 
 
+def current_changes(workspace: Workspace, kinds: tuple[str, ...]) -> list[Any]:
+    """Rows (doc_id, section_id, old_version, new_version) of the section changes of `kinds`
+    whose new version is its document's current one, oldest first."""
+    marks = ", ".join("?" * len(kinds))
+    return workspace.db.execute(
+        "SELECT c.doc_id, c.section_id, c.old_version, c.new_version FROM changes c"
+        " JOIN versions v ON v.doc_id=c.doc_id AND v.version=c.new_version AND v.status='current'"
+        f" WHERE c.kind IN ({marks}) ORDER BY c.id",
+        kinds,
+    ).fetchall()
+
+
 def changed_sections(workspace: Workspace) -> set[tuple[str, str, str]]:
     """(doc_id, version, section_id) of every section added or changed by the update that made
     its document's current version: what a retrain must teach, as opposed to replay."""
-    rows = workspace.db.execute(
-        "SELECT c.doc_id, c.new_version, c.section_id FROM changes c"
-        " JOIN versions v ON v.doc_id=c.doc_id AND v.version=c.new_version AND v.status='current'"
-        " WHERE c.kind IN ('changed', 'added')"
-    ).fetchall()
+    rows = current_changes(workspace, ("changed", "added"))
     return {(r["doc_id"], r["new_version"], r["section_id"]) for r in rows}
 
 

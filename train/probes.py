@@ -228,11 +228,9 @@ def probes_from_workspace(ws: Any, dataset_dir: Any | None = None) -> list[Probe
     """Probes for every section changed in the latest update of each document still current."""
     from pathlib import Path
 
-    rows = ws.db.execute(
-        "SELECT c.doc_id, c.section_id, c.old_version, c.new_version FROM changes c"
-        " JOIN versions v ON v.doc_id=c.doc_id AND v.version=c.new_version AND v.status='current'"
-        " WHERE c.kind='changed' ORDER BY c.id"
-    ).fetchall()
+    from sopforge.train.data import current_changes
+
+    rows = current_changes(ws, ("changed",))
     records: list[dict[str, Any]] = []
     if dataset_dir is not None:
         for split in ("train", "eval"):

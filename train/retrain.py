@@ -27,6 +27,7 @@ from sopforge.workspace import Workspace, atomic_write_text
 log = logging.getLogger(__name__)
 
 TOLERANCE = 0.02  # absolute drop allowed in compliance / ROUGE-L vs the promoted model
+CHANGED_WEIGHT = 4  # times a changed section's records are seen, relative to the unchanged ones
 
 
 class RetrainError(UserError):
@@ -95,7 +96,7 @@ def retrain(
     eval_limit: int | None = 60,
     tolerance: float = TOLERANCE,
     min_probe_pass: float = 1.0,
-    changed_weight: int = 4,
+    changed_weight: int = CHANGED_WEIGHT,
     callbacks: Sequence[Any] = (),
 ) -> dict[str, Any]:
     from sopforge.train import registry

@@ -54,6 +54,11 @@ class Prepared:
     n_replay: int = 0
     n_emphasized: int = 0  # copies of changed sections' records added (changed_weight)
 
+    @property
+    def n_pairs(self) -> int:
+        """The dataset's own records, without the replay set and the changed sections' copies."""
+        return len(self.train_records) - self.n_replay - self.n_emphasized
+
 
 # ---- run ids and folders -------------------------------------------------------------------
 
@@ -419,7 +424,7 @@ def _train_metrics(trainer: Any, result: Any, prepared: Prepared) -> dict[str, A
         global_step=trainer.state.global_step,
         num_tokens=tokens,
         tokens_per_second=round(tokens / runtime, 1) if runtime else None,
-        n_train=len(prepared.train_records) - prepared.n_replay - prepared.n_emphasized,
+        n_train=prepared.n_pairs,
         n_emphasized=prepared.n_emphasized,
         n_replay=prepared.n_replay,
         n_eval=len(prepared.eval_records),
@@ -463,7 +468,7 @@ def train(
             run_id,
             prepared.base_model.name,
             prepared.dataset.dataset_id,
-            len(prepared.train_records) - prepared.n_replay - prepared.n_emphasized,
+            prepared.n_pairs,
             prepared.n_emphasized,
             prepared.n_replay,
             len(prepared.eval_records),
