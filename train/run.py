@@ -415,11 +415,24 @@ def _save_adapter(trainer: Any, state: Any, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _train_metrics(trainer: Any, result: Any, prepared: Prepared) -> dict[str, Any]:
+def _train_metrics(
+    trainer: Any, result: Any, prepared: Prepared, metrics_file: Path, resumed_at: int | None
+) -> dict[str, Any]:
     out = dict(result.metrics)
     # TRL counts the (non-padding) tokens it trains on in this session, across processes.
     tokens = int(getattr(trainer, "_total_train_tokens", 0))
     runtime = out.get("train_runtime") or 0.0
+    if resumed_at is not None:
+        # the trainer's train_loss covers this session only: average the whole run's steps;
+        # runtime and tokens/s stay this session's
+        losses = [
+            row["loss"]
+            for row in map(json.loads, metrics_file.read_text(encoding="utf-8").splitlines())
+            if "loss" in row
+        ]
+        if losses:
+            out["train_loss"] = sum(losses) / len(losses)
+        out["resumed_at_step"] = resumed_at
     out.update(
         global_step=trainer.state.global_step,
         num_tokens=tokens,
@@ -483,7 +496,13 @@ def train(
                     trainer.save_state()
                     _set_status(workspace, run_id, "interrupted")
                 return run_id
-            metrics = _train_metrics(trainer, result, prepared)
+            metrics = _train_metrics(
+                trainer,
+                result,
+                prepared,
+                metrics_file,
+                int(resume_from.name.split("-")[-1]) if resume_from else None,
+            )
             if prepared.eval_records:
                 metrics.update(trainer.evaluate())
             _save_adapter(trainer, state, path / "adapter")

@@ -131,9 +131,13 @@ def test_resume_continues_from_the_last_checkpoint(overrides, workspace):
     assert seen and min(seen) == 3 and max(seen) == 4  # continued, did not restart
     run = workspace.db.execute("SELECT status, metrics FROM runs WHERE run_id='r1'").fetchone()
     assert run["status"] == "finished"
-    assert json.loads(run["metrics"])["train"]["global_step"] == 4
+    train_metrics = json.loads(run["metrics"])["train"]
+    assert train_metrics["global_step"] == 4 and train_metrics["resumed_at_step"] == 2
     lines = workspace.path("runs", "r1", "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(x)["step"] for x in lines if "loss" in json.loads(x)] == [1, 2, 3, 4]
+    logged = [json.loads(x) for x in lines if "loss" in json.loads(x)]
+    assert [x["step"] for x in logged] == [1, 2, 3, 4]
+    # the run's train_loss is the mean over all four steps, not just the two after the resume
+    assert train_metrics["train_loss"] == pytest.approx(sum(x["loss"] for x in logged) / 4)
 
 
 def test_replay_records_are_mixed_in_from_the_cache(
