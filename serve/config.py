@@ -32,6 +32,9 @@ class EngineConfig:
     max_new_tokens: int = 256
     temperature: float = 0.0  # 0 = greedy (reproducible answers)
     constrained_json: bool = True  # JSON formats decoded under the schema (lm-format-enforcer)
+    # no third back-to-back copy of a stretch of the answer, no repeated long line
+    # (sopforge.decoding; `sopforge eval` decodes the same way, so its figures are the chat's)
+    loop_guard: bool = True
     threads: int = 0  # torch intra-op threads for the local backend; 0 = torch's default
     # models kept loaded after being swapped out, so a rollback is instant (each costs its size in
     # memory: ~0.3 GB for the bundled model in bf16); 0 = free them

@@ -161,7 +161,11 @@ class LocalBackend:
         )
 
     def generation_kwargs(
-        self, contract: Contract | None, max_new_tokens: int, stop: threading.Event
+        self,
+        contract: Contract | None,
+        max_new_tokens: int,
+        stop: threading.Event,
+        prompt_width: int,
     ) -> dict[str, Any]:
         from transformers import LogitsProcessorList, StoppingCriteriaList
 
@@ -174,8 +178,15 @@ class LocalBackend:
             kwargs["temperature"] = self.cfg.temperature
         else:  # silence sampling knobs a model's generation_config may carry
             kwargs.update(temperature=None, top_p=None, top_k=None)
+        processors = []
+        if self.cfg.loop_guard:
+            from sopforge.decoding import loop_guard
+
+            processors.append(loop_guard(self.tokenizer, prompt_width))
         if contract is not None and contract.kind == "json" and self.cfg.constrained_json:
-            kwargs["logits_processor"] = LogitsProcessorList([self._schema_processor(contract)])
+            processors.append(self._schema_processor(contract))
+        if processors:
+            kwargs["logits_processor"] = LogitsProcessorList(processors)
         return kwargs
 
     def _schema_processor(self, contract: Contract) -> Any:
@@ -193,7 +204,9 @@ class LocalBackend:
         inputs = self.prompt_ids(messages)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         stop = threading.Event()
-        kwargs = self.generation_kwargs(contract, max_new_tokens, stop)
+        kwargs = self.generation_kwargs(
+            contract, max_new_tokens, stop, prompt_width=inputs["input_ids"].shape[1]
+        )
         failure: list[BaseException] = []
 
         def run() -> None:
@@ -321,6 +334,7 @@ def load_backend(spec: ModelSpec, cfg: EngineConfig) -> Backend:
             n_threads=cfg.threads or None,
             model_id=spec.model_id,
             constrained_json=cfg.constrained_json,
+            loop_guard=cfg.loop_guard,
         )
     return LocalBackend(spec, cfg)
 

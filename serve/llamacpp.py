@@ -90,6 +90,7 @@ class LlamaCppBackend:
         n_ubatch: int = 512,
         flash_attn: bool = True,
         constrained_json: bool = True,
+        loop_guard: bool = True,
     ):
         llama_cpp = import_llama_cpp()
         path = Path(gguf_path)
@@ -98,6 +99,8 @@ class LlamaCppBackend:
         threads = n_threads or default_threads()
         self.model_id = model_id or path.stem
         self.constrained_json = constrained_json
+        self.loop_guard = loop_guard
+        self._line_ends: frozenset[int] | None = None
         self.llm = llama_cpp.Llama(
             str(path),
             n_ctx=n_ctx,
@@ -197,7 +200,13 @@ class LlamaCppBackend:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         # temp=0 is llama.cpp's greedy sampler; repeat_penalty=1 leaves the logits as they are.
         # llama-cpp-python reuses the KV cache of the longest prefix shared with the last call.
-        generated = self.llm.generate(tokens, temp=0.0, repeat_penalty=1.0, grammar=grammar)
+        generated = self.llm.generate(
+            tokens,
+            temp=0.0,
+            repeat_penalty=1.0,
+            grammar=grammar,
+            logits_processor=[self._guard(len(tokens))] if self.loop_guard else None,
+        )
         try:
             for n, token in enumerate(generated, start=1):
                 if llama_cpp.llama_vocab_is_eog(vocab, token):
@@ -211,6 +220,25 @@ class LlamaCppBackend:
                 yield tail
         finally:
             generated.close()
+
+    def _guard(self, prompt_len: int) -> Any:
+        """sopforge.decoding's loop guard as a llama-cpp-python logits processor (numpy scores in
+        token-id order; `input_ids` is the prompt followed by the answer so far)."""
+        from sopforge.decoding import banned_next
+
+        if self._line_ends is None:
+            ends = {i for i in range(self.llm.n_vocab()) if b"\n" in self.llm.detokenize([i])}
+            ends.add(self.llm.token_eos())
+            self._line_ends = frozenset(ends)
+        line_ends = self._line_ends
+
+        def guard(input_ids: Any, scores: Any) -> Any:
+            banned = banned_next(input_ids[prompt_len:].tolist(), line_ends)
+            if banned:
+                scores[sorted(banned)] = float("-inf")
+            return scores
+
+        return guard
 
     def json_grammar(self, schema: dict[str, Any]) -> Any:
         from llama_cpp import LlamaGrammar

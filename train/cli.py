@@ -68,6 +68,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--max-new-tokens", type=int, default=320)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--no-general", action="store_true", help="skip the general-prompt check")
+    p.add_argument(
+        "--no-loop-guard",
+        action="store_true",
+        help="raw greedy decoding, without the guard against back-to-back repeats the chat uses",
+    )
     p.set_defaults(func=cmd_eval)
 
     from sopforge.train.retrain import CHANGED_WEIGHT  # light: no torch at import
@@ -181,6 +186,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens,
         batch_size=args.batch_size,
         general=not args.no_general,
+        loop_guard=not args.no_loop_guard,
     )
     summary = evaluate_run(ws, args.run, opts)
     print(f"{'group':<18} {'metric':<28} {'base':>8} {'tuned':>8}")

@@ -56,6 +56,7 @@ class EvalOptions:
     batch_size: int = 8
     general: bool = True  # also the held-out general prompts
     formats_dir: str | None = None
+    loop_guard: bool = True  # decode as the chat does (sopforge.decoding); False = raw greedy
 
 
 # ---- which run, which data ------------------------------------------------------------------
@@ -146,7 +147,13 @@ def _answers_and_nll(
 
     t = time.perf_counter()
     answers = generate(
-        model, tokenizer, prompts, max_new_tokens=caps, batch_size=opts.batch_size, desc=label
+        model,
+        tokenizer,
+        prompts,
+        max_new_tokens=caps,
+        batch_size=opts.batch_size,
+        desc=label,
+        loop_guard=opts.loop_guard,
     )
     general = generate(
         model,
@@ -155,6 +162,7 @@ def _answers_and_nll(
         max_new_tokens=opts.max_new_tokens,
         batch_size=opts.batch_size,
         desc=f"{label} general",
+        loop_guard=opts.loop_guard,
     )
     nll = answer_nll(model, tokenizer, general_prompts, general_refs, batch_size=opts.batch_size)
     return {
@@ -287,7 +295,9 @@ def evaluate_run(
     caps = answer_caps(tokenizer, [answer_of(r) for r in records], opts.max_new_tokens)
     args = (prompts, caps, g_prompts, g_refs, opts)
     cache = _cache_file(
-        workspace, base_model, [prompts, caps, g_prompts, g_refs, opts.max_new_tokens]
+        workspace,
+        base_model,
+        [prompts, caps, g_prompts, g_refs, opts.max_new_tokens, opts.loop_guard],
     )
     if cache.is_file():
         base_out = json.loads(cache.read_text(encoding="utf-8"))

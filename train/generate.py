@@ -64,8 +64,10 @@ def generate(
     max_new_tokens: int | Sequence[int] = 256,
     batch_size: int = 8,
     desc: str = "generating",
+    loop_guard: bool = False,
 ) -> list[str]:
-    """Greedy answers to `prompts`, in order. `max_new_tokens` may be one cap per prompt."""
+    """Greedy answers to `prompts`, in order. `max_new_tokens` may be one cap per prompt.
+    `loop_guard`: decode with sopforge.decoding's guard against back-to-back repeats."""
     import torch
     from tqdm.auto import tqdm
 
@@ -91,6 +93,13 @@ def generate(
             for row, i in enumerate(batch):  # left padding
                 input_ids[row, width - len(ids[i]) :] = torch.tensor(ids[i])
                 mask[row, width - len(ids[i]) :] = 1
+            extra = {}
+            if loop_guard:
+                from transformers import LogitsProcessorList
+
+                from sopforge.decoding import loop_guard as guard
+
+                extra["logits_processor"] = LogitsProcessorList([guard(tokenizer, width)])
             out = model.generate(
                 input_ids=input_ids.to(device),
                 attention_mask=mask.to(device),
@@ -102,6 +111,7 @@ def generate(
                 temperature=None,
                 top_p=None,
                 top_k=None,
+                **extra,
             )
             for row, i in enumerate(batch):
                 new = out[row, width : width + caps[i]]

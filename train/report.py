@@ -107,11 +107,19 @@ def metric_rows(summary: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def decoding(summary: dict[str, Any]) -> str:
+    """How the answers were decoded, as the report states it."""
+    if summary.get("options", {}).get("loop_guard"):
+        return "greedy decoding with the loop guard the chat uses (sopforge.decoding)"
+    return "raw greedy decoding (no loop guard)"
+
+
 def markdown(summary: dict[str, Any], samples: list[dict[str, Any]], n_samples: int = 6) -> str:
     lines = [
         f"# Evaluation of run {summary['run_id']}",
         "",
-        f"Dataset `{summary['dataset_id']}`, {summary['n_eval']} held-out records; greedy decoding.",
+        f"Dataset `{summary['dataset_id']}`, {summary['n_eval']} held-out records; "
+        f"{decoding(summary)}.",
         "",
         "**Verdict:** "
         + (
@@ -184,7 +192,7 @@ table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;paddi
 vertical-align:top}}pre{{white-space:pre-wrap;margin:0;font-size:12px}}.ok{{background:#eefbee}}
 .bad{{background:#fdeeee}}figure{{display:inline-block;margin:0 1em 1em 0}}</style></head><body>
 <h1>Evaluation of run {e(summary["run_id"])}</h1>
-<p>Dataset <code>{e(summary["dataset_id"])}</code>, {summary["n_eval"]} held-out records; greedy decoding.</p>
+<p>Dataset <code>{e(summary["dataset_id"])}</code>, {summary["n_eval"]} held-out records; {e(decoding(summary))}.</p>
 <p><b>Verdict:</b> {e(verdict)}</p>
 <table><tr><th>group</th><th>metric</th><th>base</th><th>tuned</th></tr>{rows}</table>
 {imgs}

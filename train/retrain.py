@@ -48,15 +48,24 @@ def _score_model(
 
     model, tok = load_model(base_model, adapter)
     caps = [min(320, len(tok(answer_of(r))["input_ids"]) * 3 // 2 + 32) for r in records]
+    # decoded as the chat decodes (the loop guard), so the gate judges what users would get
     answers = generate(
-        model, tok, [prompt_of(r) for r in records], max_new_tokens=caps, desc="held-out"
+        model,
+        tok,
+        [prompt_of(r) for r in records],
+        max_new_tokens=caps,
+        desc="held-out",
+        loop_guard=True,
     )
     registry = default_registry()
     scores = [
         score_answer(r, a, s, registry) for r, a, s in zip(records, answers, sources, strict=True)
     ]
     results = P.run_probes(
-        probes, lambda prompts: generate(model, tok, prompts, max_new_tokens=160, desc="probes")
+        probes,
+        lambda prompts: generate(
+            model, tok, prompts, max_new_tokens=160, desc="probes", loop_guard=True
+        ),
     )
     return summarize(scores), results
 

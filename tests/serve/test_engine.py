@@ -174,3 +174,34 @@ def test_concurrent_requests_are_serialized_safely(talking_model_dir: Path) -> N
     with ThreadPoolExecutor(4) as pool:
         answers = list(pool.map(lambda _: "".join(engine.generate(MESSAGES)), range(4)))
     assert answers == [expected] * 4  # no interleaved tokens, no crashed generations
+
+
+def test_loop_guard_keeps_the_answer_out_of_loops(tiny_model_dir: Path) -> None:
+    """The random tiny model loops at once; with the guard (the default) no token of the answer
+    is one the guard bans, and turning it off gives the raw loop back."""
+    import threading
+
+    from sopforge.decoding import banned_next, line_end_tokens
+
+    raw_cfg = EngineConfig(dtype="float32", max_new_tokens=60, threads=1, loop_guard=False)
+    cfg = EngineConfig(dtype="float32", max_new_tokens=60, threads=1)
+    raw = LocalBackend(ModelSpec("tiny", str(tiny_model_dir)), raw_cfg)
+    guarded = LocalBackend(
+        ModelSpec("tiny", str(tiny_model_dir)), cfg, model=raw.model, tokenizer=raw.tokenizer
+    )
+    ends = line_end_tokens(raw.tokenizer)
+
+    def answer_ids(backend: LocalBackend) -> list[int]:
+        inputs = backend.prompt_ids(MESSAGES)
+        width = inputs["input_ids"].shape[1]
+        kwargs = backend.generation_kwargs(None, 60, threading.Event(), prompt_width=width)
+        return backend.model.generate(**inputs, **kwargs)[0, width:].tolist()
+
+    def first_banned(ids: list[int]) -> int | None:
+        return next((i for i in range(1, len(ids)) if ids[i] in banned_next(ids[:i], ends)), None)
+
+    raw_ids, ids = answer_ids(raw), answer_ids(guarded)
+    assert first_banned(raw_ids) is not None  # the raw answer loops
+    assert first_banned(ids) is None and len(ids) > first_banned(raw_ids)
+    raw_text = Engine(raw, raw_cfg).generate(MESSAGES, stream=False)
+    assert Engine(guarded, cfg).generate(MESSAGES, stream=False) != raw_text

@@ -46,7 +46,8 @@ def tiny_gguf(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 @pytest.fixture(scope="module")
 def backend(tiny_gguf: Path) -> Iterator[LlamaCppBackend]:
-    b = LlamaCppBackend(tiny_gguf, n_ctx=512, n_threads=1)
+    """Raw greedy decoding (no loop guard), compared with transformers' generate()."""
+    b = LlamaCppBackend(tiny_gguf, n_ctx=512, n_threads=1, loop_guard=False)
     yield b
     b.close()
 
@@ -97,6 +98,26 @@ def test_greedy_answer_equals_transformers_streamed_or_not(backend: LlamaCppBack
         assert len(deltas) > 1 and "".join(deltas) == expected
         whole = list(backend.generate(messages, max_new_tokens=24, stop=None, stream=False))
         assert whole == [expected]
+
+
+def test_loop_guard_gives_the_transformers_backends_answer(tiny_gguf: Path, tiny_model_dir) -> None:
+    """The random tiny model loops at once (a run of line breaks, then one word again and
+    again): the guard turns each loop away, token for token as the local backend's guard does."""
+    from sopforge.serve.config import EngineConfig
+    from sopforge.serve.engine import LocalBackend, ModelSpec
+
+    cfg = EngineConfig(dtype="float32", threads=1)
+    local = LocalBackend(ModelSpec("tiny", str(tiny_model_dir)), cfg)
+    guarded = LlamaCppBackend(tiny_gguf, n_ctx=512, n_threads=1)
+    raw = LlamaCppBackend(tiny_gguf, n_ctx=512, n_threads=1, loop_guard=False)
+    try:
+        for messages in (CONVERSATION, QUESTION):
+            expected = "".join(local.stream(messages, None, 40))
+            assert "".join(guarded.stream(messages, None, 40)) == expected
+            assert "".join(raw.stream(messages, None, 40)) != expected
+    finally:
+        guarded.close()
+        raw.close()
 
 
 def test_stop_strings_end_the_answer_before_them(backend: LlamaCppBackend, hf) -> None:

@@ -124,6 +124,15 @@ def test_evaluate_writes_the_report_and_stores_metrics(trained):
     again = evaluate_run(ws, run_id, EvalOptions(limit=4, max_new_tokens=24))
     assert again["base"]["overall"] == summary["base"]["overall"]
     assert time.perf_counter() - t < 60
+    # Decoded with the chat's loop guard by default, and the report says so; raw decoding is
+    # asked for with loop_guard=False (`--no-loop-guard`) and keeps its own base-answer cache.
+    assert summary["options"]["loop_guard"] is True
+    assert "with the loop guard the chat uses" in (report / "report.md").read_text()
+    caches = set(ws.path("cache", "eval").iterdir())
+    raw = evaluate_run(ws, run_id, EvalOptions(limit=4, max_new_tokens=24, loop_guard=False))
+    assert raw["options"]["loop_guard"] is False
+    assert len(set(ws.path("cache", "eval").iterdir()) - caches) == 1
+    assert "raw greedy decoding (no loop guard)" in (report / "report.md").read_text()
 
 
 def test_unknown_or_unfinished_runs_are_clear_errors(workspace):

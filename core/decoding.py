@@ -1,0 +1,124 @@
+"""The loop guard: greedy decoding that may not repeat the same stretch of its own answer forever.
+
+A small model decoding greedily falls into loops ("roles": ["User", "User", "User", ...], one
+bullet written 15 times, the same JSON step under new order numbers) and runs out of tokens there.
+The guard looks only at the tokens the model has generated (never at the prompt, so copying from
+the retrieved section stays free) and bans the next token that would keep a loop going; the model
+takes its next choice (often the token that closes the list or ends the answer). Three rules:
+
+1. Back-to-back copies: when the answer ends with two copies of the same stretch (covering at
+   least MIN_SPAN tokens), the token that would start a third copy is banned.
+2. Repeated lines: a line of at least MIN_SPAN tokens that copies an earlier line may not end
+   there (no line break, no end of answer): a loop hidden behind blank lines ("- X\n- X\n\n- X")
+   is caught, while short lines (JSON's `},`, `"actor": "Ops"`) repeat freely.
+3. Long copies: no stretch of MAX_COPY tokens may appear twice in one answer (a step copied
+   again under a new order number). The training answers of the shared corpus repeat at most 16
+   tokens in a row (JSON, where keys and actors recur), so a good answer is never cut.
+
+The evaluation, the chat and the API decode with the same guard, so the figures in an evaluation
+report are the answers users get. `loop_guard: false` (serve config) and `sopforge eval
+--no-loop-guard` turn it off.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+MIN_SPAN = 8  # two copies must cover at least this many tokens ("1. 1." is not a loop)
+MAX_PERIOD = 64  # longest back-to-back repeated stretch looked for, in tokens
+MAX_COPY = 24  # no stretch this long may appear twice in one answer
+
+
+def banned_next(
+    generated: Sequence[int],
+    line_ends: frozenset[int] = frozenset(),
+    max_period: int = MAX_PERIOD,
+    max_copy: int = MAX_COPY,
+) -> set[int]:
+    """Tokens that would continue a loop (the module docstring's three rules): for each period p,
+    if the last copies of p tokens (at least two, covering at least MIN_SPAN tokens) are
+    identical, the token p back; all of `line_ends` (tokens holding a line break, and the end of
+    the answer) when the current line is a copy of an earlier one; and every token that would
+    make the last `max_copy` tokens a copy of an earlier stretch."""
+    banned: set[int] = set()
+    if line_ends and _repeats_a_line(generated, line_ends):
+        banned |= line_ends
+    n = len(generated)
+    k = max_copy - 1
+    if n > k:
+        last = list(generated[n - k :])
+        first = last[0]
+        for i in range(n - k):
+            if generated[i] == first and list(generated[i : i + k]) == last:
+                banned.add(generated[i + k])
+    for p in range(1, min(max_period, n // 2) + 1):
+        span = max(2 * p, -(-MIN_SPAN // p) * p)  # whole copies, at least MIN_SPAN tokens
+        if span > n:
+            continue
+        tail = generated[n - span :]
+        if all(tail[i] == tail[i + p] for i in range(span - p)):
+            banned.add(generated[n - p])
+    return banned
+
+
+def _repeats_a_line(generated: Sequence[int], line_ends: frozenset[int]) -> bool:
+    """Whether the last (unfinished) line, of at least MIN_SPAN tokens, equals an earlier line."""
+    start = len(generated)
+    while start > 0 and generated[start - 1] not in line_ends:
+        start -= 1
+    current = tuple(generated[start:])
+    if len(current) < MIN_SPAN or start == 0:
+        return False
+    line: list[int] = []
+    for token in generated[:start]:
+        if token in line_ends:
+            if tuple(line) == current:
+                return True
+            line = []
+        else:
+            line.append(token)
+    return False
+
+
+@functools.lru_cache(maxsize=4)
+def line_end_tokens(tokenizer: Any) -> frozenset[int]:
+    """Ids of every token whose text holds a line break, and the end-of-answer tokens."""
+    ends = {i for i in range(len(tokenizer)) if "\n" in tokenizer.decode([i])}
+    ends.add(tokenizer.eos_token_id)
+    return frozenset(e for e in ends if e is not None)
+
+
+@functools.cache
+def _processor_class() -> type:
+    import torch
+    from transformers import LogitsProcessor
+
+    class LoopGuard(LogitsProcessor):
+        """Sets the score of a token that would start a third back-to-back copy to -inf.
+
+        `prompt_width` is the width of the (left-padded) prompt batch: the answer is what follows.
+        """
+
+        def __init__(self, prompt_width: int, line_ends: frozenset[int]):
+            self.prompt_width = prompt_width
+            self.line_ends = line_ends
+
+        def __call__(
+            self, input_ids: torch.LongTensor, scores: torch.FloatTensor
+        ) -> torch.FloatTensor:
+            if input_ids.shape[1] - self.prompt_width < MIN_SPAN:
+                return scores
+            for row, seq in enumerate(input_ids[:, self.prompt_width :].tolist()):
+                banned = banned_next(seq, self.line_ends)
+                if banned:
+                    scores[row, sorted(t for t in banned if t < scores.shape[-1])] = float("-inf")
+            return scores
+
+    return LoopGuard
+
+
+def loop_guard(tokenizer: Any, prompt_width: int) -> Any:
+    """A transformers LogitsProcessor applying the guard to what follows `prompt_width` tokens."""
+    return _processor_class()(prompt_width, line_end_tokens(tokenizer))

@@ -1,0 +1,80 @@
+"""The loop guard bans the start of a third back-to-back copy, and nothing else."""
+
+from __future__ import annotations
+
+from sopforge.decoding import MAX_COPY, MIN_SPAN, banned_next
+
+NL = 198  # a line break token
+ENDS = frozenset({NL, 2})  # line breaks and the end of the answer
+
+
+def test_two_back_to_back_copies_ban_the_start_of_a_third() -> None:
+    item = [11, 12, 13, 14, 15]  # '"User",\n    ' as tokens
+    assert banned_next([1, 2] + item + item) == {11}
+
+
+def test_one_copy_or_different_items_ban_nothing() -> None:
+    assert banned_next([1, 2, 11, 12, 13, 14, 15]) == set()
+    # JSON steps share their structure but not their order numbers: no loop
+    step = lambda n: [30, 31, n, 32, 33, 34, 35, 36]  # noqa: E731
+    assert banned_next(step(1) + step(2) + step(3)) == set()
+
+
+def test_short_repeats_need_to_cover_the_minimum_span() -> None:
+    assert banned_next([7, 7, 7]) == set()  # "1. 1." style repeats are not loops
+    assert banned_next([5] * MIN_SPAN) == {5}
+    assert banned_next([3, 4] * (MIN_SPAN // 2 - 1)) == set()
+    assert banned_next([3, 4] * (MIN_SPAN // 2)) == {3}
+
+
+def test_only_the_end_of_the_answer_counts() -> None:
+    item = [21, 22, 23, 24, 25]
+    assert banned_next(item + item + [99]) == set()  # the loop was left already
+
+
+def test_longer_periods_than_the_limit_are_not_looked_for() -> None:
+    item = list(range(100, 140))
+    assert banned_next(item + item, max_period=30, max_copy=100) == set()
+    assert banned_next(item + item, max_period=40, max_copy=100) == {100}
+
+
+def test_a_long_line_may_not_end_as_a_copy_of_an_earlier_line() -> None:
+    bullet = [29, 40, 41, 42, 43, 44, 45, 46, 47]  # "- The incident is ..." (9 tokens)
+    # behind a blank line the back-to-back rule sees no loop; the line rule does
+    answer = bullet + [NL] + bullet + [NL, NL] + bullet
+    assert banned_next(answer, ENDS) == ENDS
+    assert banned_next(answer[:-1], ENDS) == set()  # not a whole copy yet: free to go on
+    assert banned_next(answer) == set()  # without line-end tokens the rule is off
+    short = [60, 61, 62]  # JSON's `},` and such repeat freely
+    assert banned_next(short + [NL] + short, ENDS) == set()
+    other = [29, 40, 41, 42, 43, 44, 45, 46, 50]  # same start, its own end: a new bullet
+    assert banned_next(bullet + [NL] + other, ENDS) == set()
+
+
+def test_a_long_stretch_may_not_appear_twice() -> None:
+    step = list(range(300, 300 + MAX_COPY + 5))  # a step's text, copied under a new number
+    answer = [1, 5] + step + [2, 6] + step[: MAX_COPY - 1]
+    assert banned_next(answer) == {step[MAX_COPY - 1]}
+    assert banned_next([1, 5] + step + [2, 6] + step[: MAX_COPY - 2]) == set()
+
+
+def test_the_processor_looks_only_past_the_prompt(tiny_model_dir) -> None:
+    import torch
+    from transformers import AutoTokenizer
+
+    from sopforge.decoding import line_end_tokens, loop_guard
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    ends = line_end_tokens(tok)
+    assert tok.eos_token_id in ends and len(ends) > 1 and all(
+        "\n" in tok.decode([t]) for t in ends - {tok.eos_token_id}
+    )
+    free = [t for t in range(20, len(tok)) if t not in ends][:8]
+    prompt = free[:4] * 4  # a repetitive prompt: copying from it must stay free
+    answer = free[4:8] * 2
+    ids = torch.tensor([prompt + answer])
+    scores = torch.zeros((1, len(tok)))
+    out = loop_guard(tok, len(prompt))(ids, scores.clone())
+    assert torch.isinf(out[0, free[4]]) and int(torch.isinf(out).sum()) == 1
+    prompt_only = loop_guard(tok, len(prompt))(torch.tensor([prompt + [free[0]] * 3]), scores)
+    assert not torch.isinf(prompt_only).any()
