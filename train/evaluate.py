@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from sopforge.contracts import ContractError, default_registry
+from sopforge.decoding import SETTINGS
 from sopforge.errors import UserError
 from sopforge.records import OPEN_BOOK_TASKS, SYSTEM_PROMPT, answer_of, prompt_of, split_sources
 from sopforge.train import metrics as M
@@ -297,7 +298,7 @@ def evaluate_run(
     cache = _cache_file(
         workspace,
         base_model,
-        [prompts, caps, g_prompts, g_refs, opts.max_new_tokens, opts.loop_guard],
+        [prompts, caps, g_prompts, g_refs, opts.max_new_tokens, opts.loop_guard and SETTINGS],
     )
     if cache.is_file():
         base_out = json.loads(cache.read_text(encoding="utf-8"))
