@@ -59,8 +59,10 @@ def test_the_processor_looks_only_past_the_prompt(tiny_model_dir) -> None:
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     ends = line_end_tokens(tok)
-    assert tok.eos_token_id in ends and len(ends) > 1 and all(
-        "\n" in tok.decode([t]) for t in ends - {tok.eos_token_id}
+    assert (
+        tok.eos_token_id in ends
+        and len(ends) > 1
+        and all("\n" in tok.decode([t]) for t in ends - {tok.eos_token_id})
     )
     free = [t for t in range(20, len(tok)) if t not in ends][:8]
     prompt = free[:4] * 4  # a repetitive prompt: copying from it must stay free
