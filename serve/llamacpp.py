@@ -101,6 +101,7 @@ class LlamaCppBackend:
         self.constrained_json = constrained_json
         self.loop_guard = loop_guard
         self._line_ends: frozenset[int] | None = None
+        self._numbers: frozenset[int] = frozenset()
         self.llm = llama_cpp.Llama(
             str(path),
             n_ctx=n_ctx,
@@ -227,13 +228,17 @@ class LlamaCppBackend:
         from sopforge.decoding import banned_next
 
         if self._line_ends is None:
-            ends = {i for i in range(self.llm.n_vocab()) if b"\n" in self.llm.detokenize([i])}
+            texts = [self.llm.detokenize([i]) for i in range(self.llm.n_vocab())]
+            ends = {i for i, t in enumerate(texts) if b"\n" in t}
             ends.add(self.llm.token_eos())
             self._line_ends = frozenset(ends)
-        line_ends = self._line_ends
+            self._numbers = frozenset(
+                i for i, t in enumerate(texts) if t.strip().isascii() and t.strip().isdigit()
+            )
+        line_ends, numbers = self._line_ends, self._numbers
 
         def guard(input_ids: Any, scores: Any) -> Any:
-            banned = banned_next(input_ids[prompt_len:].tolist(), line_ends)
+            banned = banned_next(input_ids[prompt_len:].tolist(), line_ends, numbers=numbers)
             if banned:
                 scores[sorted(banned)] = float("-inf")
             return scores

@@ -16,7 +16,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from sopforge.decoding import banned_next, line_end_tokens
+from sopforge.decoding import banned_next, line_end_tokens, number_tokens
 from sopforge.records import answer_of
 
 
@@ -32,7 +32,7 @@ def main() -> None:
         next((args.records.parent.parent / "models").iterdir(), args.records.parent)
     )
     tok = AutoTokenizer.from_pretrained(model)
-    ends = line_end_tokens(tok)
+    ends, numbers = line_end_tokens(tok), number_tokens(tok)
     total: Counter[str] = Counter()
     altered: Counter[str] = Counter()
     shown = 0
@@ -42,7 +42,7 @@ def main() -> None:
             ids = tok(answer_of(rec) + tok.eos_token, add_special_tokens=False)["input_ids"]
             total[rec["task"]] += 1
             for i in range(1, len(ids)):
-                if ids[i] in banned_next(ids[:i], ends):
+                if ids[i] in banned_next(ids[:i], ends, numbers=numbers):
                     altered[rec["task"]] += 1
                     if shown < args.show:
                         shown += 1

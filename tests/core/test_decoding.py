@@ -20,6 +20,20 @@ def test_one_copy_or_different_items_ban_nothing() -> None:
     assert banned_next(step(1) + step(2) + step(3)) == set()
 
 
+def test_the_same_step_under_the_next_number_is_a_copy() -> None:
+    """`{"order": 5, "action": "X"}, {"order": 6, "action": "X"}`: numbers count as equal, so the
+    token opening a third such step is banned (the model closes the list instead)."""
+    numbers = frozenset({5, 6, 7})
+    step = lambda n, text: [30, 31, n, 32, 33] + text + [36]  # noqa: E731
+    answer = step(5, [40, 41, 42]) + step(6, [40, 41, 42])
+    assert banned_next(answer, numbers=numbers) == {30}
+    assert banned_next(answer) == set()  # without number tokens: different steps
+    # different actions under consecutive numbers are no loop
+    assert banned_next(step(5, [40, 41, 42]) + step(6, [50, 51, 52]), numbers=numbers) == set()
+    # when the loop's next token is a number, every number is banned
+    assert banned_next([9, 5, 8, 8, 9, 6, 8, 8, 9], numbers=numbers) == numbers
+
+
 def test_short_repeats_need_to_cover_the_minimum_span() -> None:
     assert banned_next([7, 7, 7]) == set()  # "1. 1." style repeats are not loops
     assert banned_next([5] * MIN_SPAN) == {5}
@@ -55,16 +69,18 @@ def test_the_processor_looks_only_past_the_prompt(tiny_model_dir) -> None:
     import torch
     from transformers import AutoTokenizer
 
-    from sopforge.decoding import line_end_tokens, loop_guard
+    from sopforge.decoding import line_end_tokens, loop_guard, number_tokens
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    numbers = number_tokens(tok)
+    assert numbers and all(tok.decode([t]).strip().isdigit() for t in numbers)
     ends = line_end_tokens(tok)
     assert (
         tok.eos_token_id in ends
         and len(ends) > 1
         and all("\n" in tok.decode([t]) for t in ends - {tok.eos_token_id})
     )
-    free = [t for t in range(20, len(tok)) if t not in ends][:8]
+    free = [t for t in range(20, len(tok)) if t not in ends | numbers][:8]
     prompt = free[:4] * 4  # a repetitive prompt: copying from it must stay free
     answer = free[4:8] * 2
     ids = torch.tensor([prompt + answer])

@@ -181,7 +181,7 @@ def test_loop_guard_keeps_the_answer_out_of_loops(tiny_model_dir: Path) -> None:
     is one the guard bans, and turning it off gives the raw loop back."""
     import threading
 
-    from sopforge.decoding import banned_next, line_end_tokens
+    from sopforge.decoding import banned_next, line_end_tokens, number_tokens
 
     raw_cfg = EngineConfig(dtype="float32", max_new_tokens=60, threads=1, loop_guard=False)
     cfg = EngineConfig(dtype="float32", max_new_tokens=60, threads=1)
@@ -189,7 +189,7 @@ def test_loop_guard_keeps_the_answer_out_of_loops(tiny_model_dir: Path) -> None:
     guarded = LocalBackend(
         ModelSpec("tiny", str(tiny_model_dir)), cfg, model=raw.model, tokenizer=raw.tokenizer
     )
-    ends = line_end_tokens(raw.tokenizer)
+    ends, numbers = line_end_tokens(raw.tokenizer), number_tokens(raw.tokenizer)
 
     def answer_ids(backend: LocalBackend) -> list[int]:
         inputs = backend.prompt_ids(MESSAGES)
@@ -198,7 +198,14 @@ def test_loop_guard_keeps_the_answer_out_of_loops(tiny_model_dir: Path) -> None:
         return backend.model.generate(**inputs, **kwargs)[0, width:].tolist()
 
     def first_banned(ids: list[int]) -> int | None:
-        return next((i for i in range(1, len(ids)) if ids[i] in banned_next(ids[:i], ends)), None)
+        return next(
+            (
+                i
+                for i in range(1, len(ids))
+                if ids[i] in banned_next(ids[:i], ends, numbers=numbers)
+            ),
+            None,
+        )
 
     raw_ids, ids = answer_ids(raw), answer_ids(guarded)
     assert first_banned(raw_ids) is not None  # the raw answer loops
