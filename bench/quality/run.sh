@@ -2,7 +2,7 @@
 # Quality on the shared corpus: ingest every Markdown and PDF SOP, tune the bundled model on a
 # task-balanced subset of the train split, compare base vs tuned on held-out sections.
 #
-#   bash bench/quality/run.sh          # ~80 min on 2 CPU cores; WS=... EPOCHS=... STEPS=... LIMIT=...
+#   bash bench/quality/run.sh          # ~2 h on 2 CPU cores; WS=... EPOCHS=... STEPS=... LIMIT=...
 #
 # Report: $WS/runs/<id>/report/report.md (and .html with the plots).
 set -euo pipefail
@@ -11,7 +11,7 @@ SF=${SF:-.venv/bin/sopforge}
 PY=${PY:-.venv/bin/python}
 WS=${WS:-$(mktemp -d /tmp/sopforge-quality.XXXX)}
 EPOCHS=${EPOCHS:-2}
-STEPS=${STEPS:-112}  # 112 x 8 records: ~1.1 epochs of the subset + replay, ~40 min here
+STEPS=${STEPS:-144}  # 144 x 8 records: ~1.4 epochs of the subset + replay, ~70 min here
 LIMIT=${LIMIT:-120}
 export SOPFORGE_WORKSPACE=$WS
 $SF ingest ../shared/corpus/md ../shared/corpus/pdf --no-progress
@@ -20,7 +20,7 @@ DS=$(ls -td "$WS"/datasets/*/ | head -1)
 # CPU training time is bounded by tokens: every format well represented, open-book records (long
 # prompts: `json` and `open_book`) kept to those under 4,000 characters and to a share that fits.
 $PY bench/quality/subsample.py "$DS" "$WS/subset" --max-chars 4000 \
-  --per-task summary=260 json=280 qa=60 steps=40 scenario=30 open_book=20
+  --per-task summary=260 json=340 qa=60 steps=40 scenario=30 open_book=20
 $SF train --config configs/train/smollm2-cpu.yaml dataset="$WS/subset" \
   sft.num_train_epochs="$EPOCHS" sft.max_steps="$STEPS"
 $SF eval --limit "$LIMIT"
