@@ -16,9 +16,9 @@ that closes the list or ends the answer). Two rules:
    is caught, while short lines (JSON's `},`, `"actor": "Ops"`) repeat freely.
 
 A third rule was tried and dropped: banning any second copy of a 24-token stretch (the same JSON
-step under a new order number) wherever it stood. Forced off such a copy mid-text, the bundled model
-broke the JSON syntax instead (`{'order': 6`, `{}`): JSON compliance on the quality bench's held-out records fell from
-15/20 to 14/20 and `bullets:5` from 4/6 to 2/6.
+step under a new order number) wherever it stood. Forced off such a copy mid-text, the bundled
+model broke the JSON syntax instead (`{'order': 6`, `{}`): JSON compliance on the quality bench's
+held-out records fell from 15/20 to 14/20 and `bullets:5` from 4/6 to 2/6.
 
 The evaluation, the chat and the API decode with the same guard, so the figures in an evaluation
 report are the answers users get. `loop_guard: false` (serve config) and `sopforge eval
@@ -90,19 +90,28 @@ def _repeats_a_line(generated: Sequence[int], line_ends: frozenset[int]) -> bool
     return False
 
 
+def token_sets(texts: Sequence[str], eos: int | None) -> tuple[frozenset[int], frozenset[int]]:
+    """(line ends, numbers) of a vocabulary given each token id's text: the tokens holding a line
+    break, and the end-of-answer token; the tokens that are digits ("5", " 12")."""
+    ends = {i for i, t in enumerate(texts) if "\n" in t} | ({eos} if eos is not None else set())
+    numbers = {i for i, t in enumerate(texts) if t.strip().isascii() and t.strip().isdigit()}
+    return frozenset(ends), frozenset(numbers)
+
+
 @functools.lru_cache(maxsize=4)
+def _tokenizer_sets(tokenizer: Any) -> tuple[frozenset[int], frozenset[int]]:
+    texts = [tokenizer.decode([i]) for i in range(len(tokenizer))]
+    return token_sets(texts, tokenizer.eos_token_id)
+
+
 def line_end_tokens(tokenizer: Any) -> frozenset[int]:
-    """Ids of every token whose text holds a line break, and the end-of-answer tokens."""
-    ends = {i for i in range(len(tokenizer)) if "\n" in tokenizer.decode([i])}
-    ends.add(tokenizer.eos_token_id)
-    return frozenset(e for e in ends if e is not None)
+    """Ids of every token whose text holds a line break, and the end-of-answer token."""
+    return _tokenizer_sets(tokenizer)[0]
 
 
-@functools.lru_cache(maxsize=4)
 def number_tokens(tokenizer: Any) -> frozenset[int]:
     """Ids of every token whose text is digits (a leading space allowed): "5", " 12"."""
-    digits = ((i, tokenizer.decode([i]).strip()) for i in range(len(tokenizer)))
-    return frozenset(i for i, text in digits if text.isascii() and text.isdigit())
+    return _tokenizer_sets(tokenizer)[1]
 
 
 @functools.cache

@@ -225,16 +225,14 @@ class LlamaCppBackend:
     def _guard(self, prompt_len: int) -> Any:
         """sopforge.decoding's loop guard as a llama-cpp-python logits processor (numpy scores in
         token-id order; `input_ids` is the prompt followed by the answer so far)."""
-        from sopforge.decoding import banned_next
+        from sopforge.decoding import banned_next, token_sets
 
         if self._line_ends is None:
-            texts = [self.llm.detokenize([i]) for i in range(self.llm.n_vocab())]
-            ends = {i for i, t in enumerate(texts) if b"\n" in t}
-            ends.add(self.llm.token_eos())
-            self._line_ends = frozenset(ends)
-            self._numbers = frozenset(
-                i for i, t in enumerate(texts) if t.strip().isascii() and t.strip().isdigit()
-            )
+            texts = [
+                self.llm.detokenize([i]).decode("utf-8", "ignore")
+                for i in range(self.llm.n_vocab())
+            ]
+            self._line_ends, self._numbers = token_sets(texts, self.llm.token_eos())
         line_ends, numbers = self._line_ends, self._numbers
 
         def guard(input_ids: Any, scores: Any) -> Any:
