@@ -56,11 +56,10 @@ def banned_next(
     banned: set[int] = set()
     if line_ends and _repeats_a_line(generated, line_ends):
         banned |= line_ends
-    n = len(generated)
-    window = generated[max(0, n - 2 * max_period) :]
+    window = generated[max(0, len(generated) - 2 * max_period) :]
     keys = [_NUMBER if t in numbers else t for t in window] if numbers else list(window)
     m = len(keys)
-    for p in range(1, min(max_period, n // 2) + 1):
+    for p in range(1, min(max_period, m // 2) + 1):
         span = max(2 * p, -(-MIN_SPAN // p) * p)  # whole copies, at least MIN_SPAN tokens
         if span > m:
             continue
@@ -69,6 +68,21 @@ def banned_next(
             nxt = window[m - p]
             banned |= numbers if nxt in numbers else {nxt}
     return banned
+
+
+def first_banned(
+    ids: Sequence[int], line_ends: frozenset[int], numbers: frozenset[int]
+) -> int | None:
+    """The first position of an answer (token ids) holding a token the guard would have banned
+    there, or None: where guarded decoding would have written something else."""
+    return next(
+        (
+            i
+            for i in range(1, len(ids))
+            if ids[i] in banned_next(ids[:i], line_ends, numbers=numbers)
+        ),
+        None,
+    )
 
 
 def _repeats_a_line(generated: Sequence[int], line_ends: frozenset[int]) -> bool:

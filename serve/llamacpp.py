@@ -100,8 +100,8 @@ class LlamaCppBackend:
         self.model_id = model_id or path.stem
         self.constrained_json = constrained_json
         self.loop_guard = loop_guard
-        self._line_ends: frozenset[int] | None = None
-        self._numbers: frozenset[int] = frozenset()
+        # (line ends, numbers) of the vocabulary, for the loop guard; built on first use
+        self._guard_tokens: tuple[frozenset[int], frozenset[int]] | None = None
         self.llm = llama_cpp.Llama(
             str(path),
             n_ctx=n_ctx,
@@ -227,13 +227,13 @@ class LlamaCppBackend:
         token-id order; `input_ids` is the prompt followed by the answer so far)."""
         from sopforge.decoding import banned_next, token_sets
 
-        if self._line_ends is None:
+        if self._guard_tokens is None:
             texts = [
                 self.llm.detokenize([i]).decode("utf-8", "ignore")
                 for i in range(self.llm.n_vocab())
             ]
-            self._line_ends, self._numbers = token_sets(texts, self.llm.token_eos())
-        line_ends, numbers = self._line_ends, self._numbers
+            self._guard_tokens = token_sets(texts, self.llm.token_eos())
+        line_ends, numbers = self._guard_tokens
 
         def guard(input_ids: Any, scores: Any) -> Any:
             banned = banned_next(input_ids[prompt_len:].tolist(), line_ends, numbers=numbers)

@@ -16,7 +16,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from sopforge.decoding import banned_next, line_end_tokens, number_tokens
+from sopforge.decoding import first_banned, line_end_tokens, number_tokens
 from sopforge.records import answer_of
 
 
@@ -41,13 +41,12 @@ def main() -> None:
             rec = json.loads(line)
             ids = tok(answer_of(rec) + tok.eos_token, add_special_tokens=False)["input_ids"]
             total[rec["task"]] += 1
-            for i in range(1, len(ids)):
-                if ids[i] in banned_next(ids[:i], ends, numbers=numbers):
-                    altered[rec["task"]] += 1
-                    if shown < args.show:
-                        shown += 1
-                        print(f"{rec['id']}: ...{tok.decode(ids[max(0, i - 30) : i + 1])!r}")
-                    break
+            i = first_banned(ids, ends, numbers)
+            if i is not None:
+                altered[rec["task"]] += 1
+                if shown < args.show:
+                    shown += 1
+                    print(f"{rec['id']}: ...{tok.decode(ids[max(0, i - 30) : i + 1])!r}")
     for task in sorted(total):
         print(f"{task:<10} {altered[task]:>4} of {total[task]:>5} references altered")
     n, a = sum(total.values()), sum(altered.values())

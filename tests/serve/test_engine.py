@@ -181,7 +181,7 @@ def test_loop_guard_keeps_the_answer_out_of_loops(tiny_model_dir: Path) -> None:
     is one the guard bans, and turning it off gives the raw loop back."""
     import threading
 
-    from sopforge.decoding import banned_next, line_end_tokens, number_tokens
+    from sopforge.decoding import first_banned, line_end_tokens, number_tokens
 
     raw_cfg = EngineConfig(dtype="float32", max_new_tokens=60, threads=1, loop_guard=False)
     cfg = EngineConfig(dtype="float32", max_new_tokens=60, threads=1)
@@ -197,18 +197,10 @@ def test_loop_guard_keeps_the_answer_out_of_loops(tiny_model_dir: Path) -> None:
         kwargs = backend.generation_kwargs(None, 60, threading.Event(), prompt_width=width)
         return backend.model.generate(**inputs, **kwargs)[0, width:].tolist()
 
-    def first_banned(ids: list[int]) -> int | None:
-        return next(
-            (
-                i
-                for i in range(1, len(ids))
-                if ids[i] in banned_next(ids[:i], ends, numbers=numbers)
-            ),
-            None,
-        )
-
     raw_ids, ids = answer_ids(raw), answer_ids(guarded)
-    assert first_banned(raw_ids) is not None  # the raw answer loops
-    assert first_banned(ids) is None and len(ids) > first_banned(raw_ids)
+    assert first_banned(raw_ids, ends, numbers) is not None  # the raw answer loops
+    assert first_banned(ids, ends, numbers) is None and len(ids) > first_banned(
+        raw_ids, ends, numbers
+    )
     raw_text = Engine(raw, raw_cfg).generate(MESSAGES, stream=False)
     assert Engine(guarded, cfg).generate(MESSAGES, stream=False) != raw_text
