@@ -6,7 +6,8 @@ CPU training time is bounded by tokens; the shared corpus yields ~8,000 pairs, m
 `open_book`. A balanced subset teaches every format in a fraction of the time. Records are taken
 spread over documents (round-robin), deterministically. `--max-chars` leaves out the longest
 records (open-book prompts with a long section), which cost the most CPU time per record; the
-eval split is never filtered.
+eval split is never filtered. `--prefer-unseen SUBSET` takes the records that an earlier subset
+left out first, then fills the quota from its own (a second training stage sees new pairs).
 """
 
 from __future__ import annotations
@@ -42,6 +43,12 @@ def main() -> None:
         default=0,
         help="skip train records longer than this (prompt + answer characters; 0 = keep all)",
     )
+    ap.add_argument(
+        "--prefer-unseen",
+        type=Path,
+        default=None,
+        help="a subset folder: records of its train.jsonl are taken only after all the others",
+    )
     args = ap.parse_args()
     quota = {k: int(v) for k, v in (x.split("=") for x in args.per_task)}
     recs = [json.loads(x) for x in (args.dataset / "train.jsonl").read_text().splitlines()]
@@ -50,9 +57,16 @@ def main() -> None:
     by_task: dict[str, list[dict]] = defaultdict(list)
     for r in recs:
         by_task[r["task"]].append(r)
+    seen: set[str] = set()
+    if args.prefer_unseen:
+        lines = (args.prefer_unseen / "train.jsonl").read_text().splitlines()
+        seen = {json.loads(x)["id"] for x in lines}
     chosen = []
     for task, rs in sorted(by_task.items()):
-        chosen += balanced(rs, quota.get(task, 0))
+        fresh = balanced([r for r in rs if r["id"] not in seen], quota.get(task, 0))
+        chosen += fresh + balanced(
+            [r for r in rs if r["id"] in seen], quota.get(task, 0) - len(fresh)
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "train.jsonl").write_text(
         "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in chosen)
@@ -63,6 +77,7 @@ def main() -> None:
         "of": card.get("dataset_id"),
         "per_task": quota,
         "max_chars": args.max_chars or None,
+        "prefer_unseen": str(args.prefer_unseen) if args.prefer_unseen else None,
         "n_train": len(chosen),
     }
     (args.out / "card.json").write_text(json.dumps(card, indent=2))
