@@ -4,9 +4,10 @@
 
 CPU training time is bounded by tokens; the shared corpus yields ~8,000 pairs, mostly `qa` and
 `open_book`. A balanced subset teaches every format in a fraction of the time. Records are taken
-spread over documents (round-robin), deterministically. `--max-chars` leaves out the longest
-records (open-book prompts with a long section), which cost the most CPU time per record; the
-eval split is never filtered. `--prefer-unseen SUBSET` takes the records that an earlier subset
+spread over documents (round-robin), deterministically. `--per-contract bullets:5=45` gives one
+contract a quota of its own, apart from its task's. `--max-chars` leaves out the longest records
+(open-book prompts with a long section), which cost the most CPU time per record; the eval split
+is never filtered. `--prefer-unseen SUBSET` takes the records that an earlier subset
 left out first, then fills the quota from its own (a second training stage sees new pairs).
 """
 
@@ -38,6 +39,13 @@ def main() -> None:
     ap.add_argument("out", type=Path)
     ap.add_argument("--per-task", nargs="+", default=[], help="task=count")
     ap.add_argument(
+        "--per-contract",
+        nargs="+",
+        default=[],
+        help="contract=count (bullets:5=45): that contract's records get their own quota, apart "
+        "from their task's",
+    )
+    ap.add_argument(
         "--max-chars",
         type=int,
         default=0,
@@ -50,13 +58,13 @@ def main() -> None:
         help="a subset folder: records of its train.jsonl are taken only after all the others",
     )
     args = ap.parse_args()
-    quota = {k: int(v) for k, v in (x.split("=") for x in args.per_task)}
+    quota = {k: int(v) for k, v in (x.rsplit("=", 1) for x in args.per_task + args.per_contract)}
     recs = [json.loads(x) for x in (args.dataset / "train.jsonl").read_text().splitlines()]
     if args.max_chars:
         recs = [r for r in recs if sum(len(m["content"]) for m in r["messages"]) <= args.max_chars]
     by_task: dict[str, list[dict]] = defaultdict(list)
     for r in recs:
-        by_task[r["task"]].append(r)
+        by_task[r["contract"] if r["contract"] in quota else r["task"]].append(r)
     seen: set[str] = set()
     if args.prefer_unseen:
         lines = (args.prefer_unseen / "train.jsonl").read_text().splitlines()
@@ -75,7 +83,7 @@ def main() -> None:
     card = json.loads((args.dataset / "card.json").read_text())
     card["subset"] = {
         "of": card.get("dataset_id"),
-        "per_task": quota,
+        "per_task": quota,  # contracts given their own quota (--per-contract) included
         "max_chars": args.max_chars or None,
         "prefer_unseen": str(args.prefer_unseen) if args.prefer_unseen else None,
         "n_train": len(chosen),
