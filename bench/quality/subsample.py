@@ -62,18 +62,18 @@ def main() -> None:
     recs = [json.loads(x) for x in (args.dataset / "train.jsonl").read_text().splitlines()]
     if args.max_chars:
         recs = [r for r in recs if sum(len(m["content"]) for m in r["messages"]) <= args.max_chars]
-    by_task: dict[str, list[dict]] = defaultdict(list)
+    groups: dict[str, list[dict]] = defaultdict(list)  # by task, or by contract given a quota
     for r in recs:
-        by_task[r["contract"] if r["contract"] in quota else r["task"]].append(r)
+        groups[r["contract"] if r["contract"] in quota else r["task"]].append(r)
     seen: set[str] = set()
     if args.prefer_unseen:
         lines = (args.prefer_unseen / "train.jsonl").read_text().splitlines()
         seen = {json.loads(x)["id"] for x in lines}
     chosen = []
-    for task, rs in sorted(by_task.items()):
-        fresh = balanced([r for r in rs if r["id"] not in seen], quota.get(task, 0))
+    for key, rs in sorted(groups.items()):
+        fresh = balanced([r for r in rs if r["id"] not in seen], quota.get(key, 0))
         chosen += fresh + balanced(
-            [r for r in rs if r["id"] in seen], quota.get(task, 0) - len(fresh)
+            [r for r in rs if r["id"] in seen], quota.get(key, 0) - len(fresh)
         )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "train.jsonl").write_text(
