@@ -58,13 +58,17 @@ def main() -> None:
         help="a subset folder: records of its train.jsonl are taken only after all the others",
     )
     args = ap.parse_args()
-    quota = {k: int(v) for k, v in (x.rsplit("=", 1) for x in args.per_task + args.per_contract)}
+    per_task, per_contract = (
+        {k: int(v) for k, v in (x.rsplit("=", 1) for x in pairs)}
+        for pairs in (args.per_task, args.per_contract)
+    )
+    quota = per_task | per_contract
     recs = [json.loads(x) for x in (args.dataset / "train.jsonl").read_text().splitlines()]
     if args.max_chars:
         recs = [r for r in recs if sum(len(m["content"]) for m in r["messages"]) <= args.max_chars]
     groups: dict[str, list[dict]] = defaultdict(list)  # by task, or by contract given a quota
     for r in recs:
-        groups[r["contract"] if r["contract"] in quota else r["task"]].append(r)
+        groups[r["contract"] if r["contract"] in per_contract else r["task"]].append(r)
     seen: set[str] = set()
     if args.prefer_unseen:
         lines = (args.prefer_unseen / "train.jsonl").read_text().splitlines()
@@ -83,7 +87,8 @@ def main() -> None:
     card = json.loads((args.dataset / "card.json").read_text())
     card["subset"] = {
         "of": card.get("dataset_id"),
-        "per_task": quota,  # contracts given their own quota (--per-contract) included
+        "per_task": per_task,
+        "per_contract": per_contract or None,
         "max_chars": args.max_chars or None,
         "prefer_unseen": str(args.prefer_unseen) if args.prefer_unseen else None,
         "n_train": len(chosen),
