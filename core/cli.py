@@ -42,7 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # `sopforge ingest docs/ --no-progress eval_fraction=0.3`: argparse stops a positional list at
+    # the first option; a command that names its list in `trailing` takes the words after it too.
+    trailing = getattr(args, "trailing", None)
+    if extra and trailing and not any(x.startswith("-") for x in extra):
+        setattr(args, trailing, [*(getattr(args, trailing) or []), *extra])
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",

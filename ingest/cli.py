@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--json", dest="json_out", default=None, help="also write the full report as JSON here"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_ingest)
+    p.set_defaults(func=cmd_ingest, trailing="inputs")
 
     d = sub.add_parser("dataset", help="inspect, export or import datasets")
     dsub = d.add_subparsers(dest="dataset_cmd", metavar="ACTION", required=True)

@@ -30,7 +30,13 @@ from sopforge.ingest.document import Document, SectionRef
 from sopforge.ingest.errors import FileTooLargeError, IngestError
 from sopforge.ingest.readers import SUPPORTED_EXTENSIONS, read_document
 from sopforge.ingest.readers.common import slugify
-from sopforge.ingest.tasks import GenerationResult, SectionInput, TaskConfig, generate_section_pairs
+from sopforge.ingest.tasks import (
+    TASK_FAMILIES,
+    GenerationResult,
+    SectionInput,
+    TaskConfig,
+    generate_section_pairs,
+)
 from sopforge.records import (
     OPEN_BOOK_TASKS,
     ContextSection,
@@ -55,9 +61,19 @@ class IngestConfig:
     # Distractors are cut like the server cuts retrieved sections (serve.retrieval.max_section_chars);
     # the right section is shown whole, since its answer may come from anywhere in it.
     open_book_max_chars: int = 1200
+    # Tasks whose pairs are materialized open-book (sources in the prompt, citation in the answer),
+    # the way the served assistant always asks; the rest are asked from memory.
+    open_book_tasks: tuple[str, ...] = tuple(sorted(OPEN_BOOK_TASKS))
     max_file_mb: float = 50.0
     formats_dir: str = ""  # contract folder; empty = the shipped configs/formats
     build_dataset: bool = True
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.open_book_tasks) - set(TASK_FAMILIES))
+        if unknown:
+            raise ValueError(
+                f"open_book_tasks: unknown task(s) {unknown}; choose from {list(TASK_FAMILIES)}"
+            )
 
 
 @dataclass
@@ -523,9 +539,12 @@ def materialize(
     pool: Sequence[dict[str, Any]],
     n_distractors: int,
     max_chars: int = 0,
+    *,
+    open_book: bool,
 ) -> dict[str, Any]:
     """Bind a stored pair to its section's current version: provenance, and for open-book pairs
-    (`OPEN_BOOK_TASKS`) the retrieved context (the right section + distractors from the same split) and the citation.
+    (`open_book`: the task is in the config's `open_book_tasks`) the retrieved context (the right
+    section + distractors from the same split) and the citation.
 
     Stored pairs never embed another section's text or a version id, so an unchanged section's pairs
     stay valid when its document gets a new version."""
@@ -534,7 +553,7 @@ def materialize(
     )
     user = rec["messages"][1]["content"]
     answer = rec["messages"][-1]["content"]
-    if rec["task"] in OPEN_BOOK_TASKS:
+    if open_book:
         own = ContextSection(sec["doc_title"], sec["title"], sec["version"], sec["body"])
         others = [
             p for p in pool if (p["doc_id"], p["section_id"]) != (sec["doc_id"], sec["section_id"])
@@ -583,12 +602,14 @@ def build_dataset(
         if sec is None:  # the pair belongs to a superseded version
             continue
         split = split_of(sec["doc_id"], sec["section_id"], cfg)
+        stored = json.loads(row["record"])
         rec = materialize(
-            json.loads(row["record"]),
+            stored,
             sec,
             split_pool[split],
             cfg.open_book_distractors,
             cfg.open_book_max_chars,
+            open_book=stored["task"] in cfg.open_book_tasks,
         )
         splits[split].append(rec)
     for recs in splits.values():
@@ -689,6 +710,7 @@ def dataset_card(
         "per_doc": per_doc,
         "rejects": {"total": sum(sum(v.values()) for v in rejects.values()), "by_task": rejects},
         "split": {"by": "section", "eval_fraction": cfg.eval_fraction, "seed": cfg.split_seed},
+        "open_book_tasks": sorted(cfg.open_book_tasks),
     }
 
 

@@ -170,7 +170,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "overrides", nargs="*", help="dotted config overrides, e.g. engine.max_new_tokens=128"
     )
-    p.set_defaults(func=cmd_serve)
+    p.set_defaults(func=cmd_serve, trailing="overrides")
 
     p = subparsers.add_parser(
         "ask", help="answer one question the way the chat does (sources, format, audit log)"

@@ -52,7 +52,7 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "overrides", nargs="*", metavar="key=value", help="e.g. lora.r=8 sft.max_steps=50"
     )
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=cmd_train, trailing="overrides")
 
     p = subparsers.add_parser(
         "eval",
@@ -105,7 +105,7 @@ def register(subparsers: Any) -> None:
         f"unchanged ones; default {CHANGED_WEIGHT})",
     )
     p.add_argument("overrides", nargs="*", metavar="key=value", help="train config overrides")
-    p.set_defaults(func=cmd_retrain)
+    p.set_defaults(func=cmd_retrain, trailing="overrides")
 
     p = subparsers.add_parser("models", help="list, import, promote and roll back models")
     sub = p.add_subparsers(dest="models_command", metavar="ACTION", required=True)

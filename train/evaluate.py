@@ -35,7 +35,7 @@ from typing import Any
 from sopforge.contracts import ContractError, default_registry
 from sopforge.decoding import SETTINGS
 from sopforge.errors import UserError
-from sopforge.records import OPEN_BOOK_TASKS, SYSTEM_PROMPT, answer_of, prompt_of, split_sources
+from sopforge.records import SYSTEM_PROMPT, answer_of, prompt_of, split_sources
 from sopforge.train import metrics as M
 from sopforge.train.config import DEFAULT_INSTRUCTIONS
 from sopforge.workspace import Workspace, atomic_write_text
@@ -101,7 +101,7 @@ def source_text(workspace: Workspace, rec: dict[str, Any]) -> str | None:
         span = prov.get("span") or [0, 0]
         if row is not None and span[1] > span[0]:
             return str(row["text"][span[0] : span[1]])
-    if rec["task"] in OPEN_BOOK_TASKS:
+    if shown_citations(rec):  # an open-book prompt: the sources it showed
         return "\n".join(m["content"] for m in rec["messages"][:-1] if m["role"] == "user")
     return None
 
@@ -195,7 +195,9 @@ def score_answer(
         "citation_valid": None,
     }
     shown = shown_citations(rec)
-    if shown:  # an open-book prompt (OPEN_BOOK_TASKS): the answer must cite a source it was shown
+    if (
+        shown
+    ):  # an open-book prompt (ingest's open_book_tasks): the answer must cite a source it was shown
         out["citation_valid"] = M.citation_valid(answer, shown)
     return out
 

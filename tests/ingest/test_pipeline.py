@@ -274,6 +274,21 @@ def test_cli_ingest_prints_summary(tmp_path, capsys):
     assert card["split"]["eval_fraction"] == 0.3
 
 
+def test_cli_takes_overrides_after_an_option(tmp_path, capsys):
+    """Paths and key=value words may come before or after the options; a stray option still fails."""
+    from sopforge.cli import main
+
+    doc = str(CORPUS / "md" / "18f_piv_card.md")
+    rc = main(["-w", str(tmp_path / "ws"), "ingest", doc, "--no-progress", "eval_fraction=0.3"])
+    assert rc == 0
+    card = json.loads(next((tmp_path / "ws" / "datasets").glob("*/card.json")).read_text())
+    assert card["split"]["eval_fraction"] == 0.3
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(["-w", str(tmp_path / "ws"), "ingest", doc, "--no-such-flag", "eval_fraction=0.3"])
+    assert e.value.code == 2 and "unrecognized arguments: --no-such-flag" in capsys.readouterr().err
+
+
 def test_cli_rejects_unknown_config_key(tmp_path, capsys):
     from sopforge.cli import main
 
@@ -289,6 +304,44 @@ def test_cli_rejects_unknown_config_key(tmp_path, capsys):
     assert rc == 1
     err = capsys.readouterr().err
     assert "eval_fractoin" in err and "default.yaml" in err
+
+
+def test_open_book_tasks_setting_rebinds_pairs_without_regenerating(tmp_path, capsys):
+    """`open_book_tasks=[...]` asks more tasks the way the chat asks them (sources in the prompt,
+    citation in the answer): the stored pairs are reused, only the dataset is materialized anew."""
+    from sopforge.cli import main
+
+    ws_dir, doc = str(tmp_path / "ws"), str(CORPUS / "md" / "18f_piv_card.md")
+    assert main(["-w", ws_dir, "ingest", doc, "eval_fraction=0.3", "--no-progress"]) == 0
+    ws = Workspace(tmp_path / "ws")
+    n_pairs = ws.db.execute("SELECT COUNT(*) FROM pairs").fetchone()[0]
+    before = {r["id"]: r for d in (tmp_path / "ws" / "datasets").glob("*/") for r in _records(d)}
+    args = ["-w", ws_dir, "ingest", doc, "eval_fraction=0.3", "--no-progress"]
+    assert main([*args, "open_book_tasks=[json,open_book,summary]"]) == 0
+    assert ws.db.execute("SELECT COUNT(*) FROM pairs").fetchone()[0] == n_pairs
+    cards = {
+        tuple(json.loads((d / "card.json").read_text())["open_book_tasks"]): d
+        for d in (tmp_path / "ws" / "datasets").glob("*/")
+    }
+    after = _records(cards[("json", "open_book", "summary")])
+    assert len(after) == len(before)
+    summaries = [r for r in after if r["task"] == "summary"]
+    assert summaries and all(r["id"] not in before for r in summaries)
+    registry = ContractRegistry()
+    for r in after:
+        body, cite = split_sources(r["messages"][-1]["content"])
+        assert bool(cite) == (r["task"] in {"json", "open_book", "summary"}), r["id"]
+        assert registry.get(r["contract"]).validate(body) == []
+        if r["task"] == "summary":
+            assert (
+                cite.removeprefix("Source: ") in r["messages"][1]["content"]
+            )  # a source it was shown
+        elif r["task"] not in ("json", "open_book"):
+            assert r["id"] in before  # the other tasks are untouched
+    capsys.readouterr()
+    assert main([*args, "open_book_tasks=[json,sumary]"]) == 1
+    err = capsys.readouterr().err
+    assert "open_book_tasks" in err and "sumary" in err and "summary" in err
 
 
 def test_ingest_does_not_import_torch(tmp_path):
