@@ -73,6 +73,13 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="raw greedy decoding, without the guard against back-to-back repeats the chat uses",
     )
+    p.add_argument(
+        "--tasks",
+        default="",
+        metavar="TASK[,TASK]",
+        help="only these tasks' records, e.g. summary (report in report-<tasks>/; the run's "
+        "stored evaluation is kept)",
+    )
     p.set_defaults(func=cmd_eval)
 
     from sopforge.train.retrain import CHANGED_WEIGHT  # light: no torch at import
@@ -187,6 +194,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         general=not args.no_general,
         loop_guard=not args.no_loop_guard,
+        tasks=tuple(t for t in (x.strip() for x in args.tasks.split(",")) if t),
     )
     summary = evaluate_run(ws, args.run, opts)
     print(f"{'group':<18} {'metric':<28} {'base':>8} {'tuned':>8}")
@@ -194,7 +202,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"{group:<18} {metric:<28} {base:>8} {tuned:>8}")
     verdict = "no regression" if summary["passed"] else "; ".join(summary["regressions"])
     print(f"verdict: {verdict}")
-    print(f"report: {ws.path('runs', summary['run_id'], 'report', 'report.html')}")
+    print(f"report: {Path(summary['report_dir']) / 'report.html'}")
     return 0
 
 

@@ -58,6 +58,9 @@ class EvalOptions:
     general: bool = True  # also the held-out general prompts
     formats_dir: str | None = None
     loop_guard: bool = True  # decode as the chat does (sopforge.decoding); False = raw greedy
+    # Only these tasks' records (e.g. ("summary",) to measure one contract on more records); the
+    # report then goes to report-<tasks>/ and the run's stored evaluation is left as it was.
+    tasks: tuple[str, ...] = ()
 
 
 # ---- which run, which data ------------------------------------------------------------------
@@ -281,7 +284,16 @@ def evaluate_run(
     if not (adapter / "adapter_config.json").is_file():
         raise EvalError(f"run {run['run_id']} has no adapter at {adapter}")
     ds = resolve_dataset(cfg.get("dataset") or run["dataset_id"] or "", workspace)
-    records = spread_by_task(read_records(ds.path / "eval.jsonl"), opts.limit)
+    records = read_records(ds.path / "eval.jsonl")
+    if opts.tasks:
+        present = sorted({r["task"] for r in records})
+        missing = sorted(set(opts.tasks) - set(present))
+        if missing:
+            raise EvalError(
+                f"{ds.path / 'eval.jsonl'} has no records of task(s) {missing}; it has {present}"
+            )
+        records = [r for r in records if r["task"] in opts.tasks]
+    records = spread_by_task(records, opts.limit)
     if not records:
         raise EvalError(f"{ds.path / 'eval.jsonl'} has no records to evaluate on")
     general = general_items(workspace, base_model, cfg) if opts.general else []
@@ -363,9 +375,11 @@ def evaluate_run(
     ]
     from sopforge.train.report import write_report
 
-    report_dir = Path(run["path"]) / "report"
+    report_dir = Path(run["path"]) / ("-".join(["report", *sorted(opts.tasks)]))
     write_report(report_dir, summary, samples, general_rows, Path(run["path"]) / "metrics.jsonl")
-    _store(workspace, run, summary)
+    if not opts.tasks:  # a partial evaluation never replaces the run's stored one
+        _store(workspace, run, summary)
+    summary["report_dir"] = str(report_dir)
     return summary
 
 

@@ -20,7 +20,11 @@ def test_train_eval_promote_through_the_cli(tmp_path: Path, overrides, capsys):
 
     assert main(["-w", ws, "eval", "--limit", "3", "--no-general", "--max-new-tokens", "16"]) == 0
     out = capsys.readouterr().out
-    assert "compliance" in out and "report.html" in out
+    assert "compliance" in out and f"{run_id}/report/report.html" in out
+    tasks = ["--tasks", "summary,qa", "--limit", "2", "--no-general", "--max-new-tokens", "16"]
+    assert main(["-w", ws, "eval", *tasks]) == 0
+    out = capsys.readouterr().out
+    assert f"{run_id}/report-qa-summary/report.html" in out and "json:procedure" not in out
 
     assert main(["-w", ws, "models", "list"]) == 0
     assert run_id in capsys.readouterr().out

@@ -135,6 +135,28 @@ def test_evaluate_writes_the_report_and_stores_metrics(trained):
     assert "raw greedy decoding (no loop guard)" in (report / "report.md").read_text()
 
 
+def test_a_task_filtered_evaluation_has_its_own_report_and_keeps_the_stored_one(trained):
+    """`sopforge eval --tasks summary`: one task's records only (to measure a contract on more of
+    them), reported in report-summary/; the run's stored evaluation and report stay as they were."""
+    ws, run_id = trained
+    evaluate_run(ws, run_id, EvalOptions(limit=4, max_new_tokens=24, general=False))
+    stored = json.loads(ws.db.execute("SELECT metrics FROM runs").fetchone()[0])["eval"]
+    full_report = (ws.path("runs", run_id, "report") / "report.md").read_text()
+    opts = EvalOptions(limit=10, max_new_tokens=24, general=False, tasks=("summary",))
+    part = evaluate_run(ws, run_id, opts)
+    assert part["n_eval"] == 2  # the tiny eval split holds two summaries
+    assert set(part["tuned"]["by_task"]) == {"summary"}
+    assert set(part["tuned"]["by_contract"]) == {"bullets:3"}
+    out = Path(part["report_dir"])
+    assert out == ws.path("runs", run_id, "report-summary")
+    samples = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
+    assert [s["task"] for s in samples] == ["summary", "summary"]
+    assert json.loads(ws.db.execute("SELECT metrics FROM runs").fetchone()[0])["eval"] == stored
+    assert (ws.path("runs", run_id, "report") / "report.md").read_text() == full_report
+    with pytest.raises(EvalError, match=r"no records of task\(s\) \['sumary'\]; it has"):
+        evaluate_run(ws, run_id, EvalOptions(limit=4, general=False, tasks=("sumary",)))
+
+
 def test_unknown_or_unfinished_runs_are_clear_errors(workspace):
     with pytest.raises(EvalError, match="no finished run"):
         evaluate_run(workspace)
