@@ -197,10 +197,9 @@ def score_answer(
         "grounding": M.grounding(answer, source) if source else None,
         "citation_valid": None,
     }
+    # An open-book prompt (ingest's open_book_tasks): the answer must cite a source it was shown.
     shown = shown_citations(rec)
-    if (
-        shown
-    ):  # an open-book prompt (ingest's open_book_tasks): the answer must cite a source it was shown
+    if shown:
         out["citation_valid"] = M.citation_valid(answer, shown)
     return out
 
@@ -375,7 +374,7 @@ def evaluate_run(
     ]
     from sopforge.train.report import write_report
 
-    report_dir = Path(run["path"]) / ("-".join(["report", *sorted(opts.tasks)]))
+    report_dir = Path(run["path"]) / "-".join(["report", *sorted(set(opts.tasks))])
     write_report(report_dir, summary, samples, general_rows, Path(run["path"]) / "metrics.jsonl")
     if not opts.tasks:  # a partial evaluation never replaces the run's stored one
         _store(workspace, run, summary)

@@ -332,10 +332,8 @@ def test_open_book_tasks_setting_rebinds_pairs_without_regenerating(tmp_path, ca
         body, cite = split_sources(r["messages"][-1]["content"])
         assert bool(cite) == (r["task"] in {"json", "open_book", "summary"}), r["id"]
         assert registry.get(r["contract"]).validate(body) == []
-        if r["task"] == "summary":
-            assert (
-                cite.removeprefix("Source: ") in r["messages"][1]["content"]
-            )  # a source it was shown
+        if r["task"] == "summary":  # it cites a source it was shown
+            assert cite.removeprefix("Source: ") in r["messages"][1]["content"]
         elif r["task"] not in ("json", "open_book"):
             assert r["id"] in before  # the other tasks are untouched
     capsys.readouterr()
