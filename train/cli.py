@@ -194,7 +194,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         general=not args.no_general,
         loop_guard=not args.no_loop_guard,
-        tasks=tuple(t for t in (x.strip() for x in args.tasks.split(",")) if t),
+        tasks=tuple(filter(None, map(str.strip, args.tasks.split(",")))),
     )
     summary = evaluate_run(ws, args.run, opts)
     print(f"{'group':<18} {'metric':<28} {'base':>8} {'tuned':>8}")
