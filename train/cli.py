@@ -125,6 +125,20 @@ def register(subparsers: Any) -> None:
     q.add_argument("--base", default="", help="its base model (default: the embedded SmolLM2)")
     q.add_argument("--id", default="", help="model id (default: <time>-<folder name>)")
     q.set_defaults(func=cmd_models_add)
+    q = sub.add_parser(
+        "average",
+        help="a model between two runs: (1-W) x run A's update + W x run B's (no training)",
+        description="Interpolate two trained runs' LoRA updates (e.g. a first stage and a second, "
+        "more specialised one) into a new model, exactly (PEFT's `cat` combination). It is "
+        "registered with run B's dataset and config; evaluate it with `sopforge eval --run ID`.",
+    )
+    q.add_argument("first", metavar="A", help="run/model id, 'latest' or 'promoted'")
+    q.add_argument("second", metavar="B", help="run/model id, 'latest' or 'promoted'")
+    q.add_argument(
+        "--weight", type=float, default=0.5, help="share of B, between 0 and 1 (default 0.5)"
+    )
+    q.add_argument("--id", default="", help="model id (default: <time>-avg<percent of B>)")
+    q.set_defaults(func=cmd_models_average)
     q = sub.add_parser("list", help="all models, the promoted one marked")
     q.set_defaults(func=cmd_models_list)
     q = sub.add_parser("show", help="one model's details as JSON")
@@ -222,6 +236,17 @@ def cmd_models_add(args: argparse.Namespace) -> int:
     ws = _workspace(args)
     model_id = add_adapter(ws, Path(args.adapter), resolve_base_model(args.base, ws), args.id)
     print(f"added {model_id}: evaluate it with `sopforge eval --run {model_id}`, then promote it")
+    return 0
+
+
+def cmd_models_average(args: argparse.Namespace) -> int:
+    _passive_openmp()
+    from sopforge.train.average import average_runs
+
+    model_id = average_runs(_workspace(args), args.first, args.second, args.weight, args.id)
+    print(
+        f"averaged {model_id}: evaluate it with `sopforge eval --run {model_id}`, then promote it"
+    )
     return 0
 
 

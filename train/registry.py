@@ -75,7 +75,18 @@ def add_adapter(workspace: Workspace, adapter: Path, base_model: Path, model_id:
         raise RegistryError(f"{adapter} is not a PEFT adapter folder (no adapter_config.json)")
     if not (base_model / "config.json").is_file():
         raise RegistryError(f"base model {base_model} is not a model folder (no config.json)")
-    model_id = model_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{adapter.resolve().name}"
+    model_id = claim_model_id(
+        workspace, model_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{adapter.resolve().name}"
+    )
+    tmp = workspace.path("runs", f".{model_id}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(adapter, tmp / "adapter")
+    register_run(workspace, model_id, tmp, "import", base_model, {"source": str(adapter)})
+    return model_id
+
+
+def claim_model_id(workspace: Workspace, model_id: str) -> str:
+    """`model_id` if it is a valid, unused model id and its run folder is free; else a clear error."""
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,80}", model_id):
         raise RegistryError(f"model id {model_id!r}: use letters, digits, '.', '_' and '-'")
     if workspace.db.execute("SELECT 1 FROM models WHERE model_id=?", (model_id,)).fetchone():
@@ -83,21 +94,38 @@ def add_adapter(workspace: Workspace, adapter: Path, base_model: Path, model_id:
     run = workspace.path("runs", model_id)
     if run.exists():
         raise RegistryError(f"{run} exists already; pass another id")
-    tmp = workspace.path("runs", f".{model_id}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(adapter, tmp / "adapter")
-    tmp.rename(run)
+    return model_id
+
+
+def register_run(
+    workspace: Workspace,
+    model_id: str,
+    folder: Path,
+    kind: str,
+    base_model: Path,
+    config: dict[str, Any],
+    dataset: tuple[str | None, str | None] = (None, None),
+    metrics: dict[str, Any] | None = None,
+) -> None:
+    """Move `folder` (holding adapter/) to runs/<model_id> and record it as a finished run of
+    `kind` and as a model, in one transaction."""
+    run = workspace.path("runs", model_id)
+    folder.rename(run)
     now = time.time()
     with workspace.transaction() as db:
         db.execute(
-            "INSERT INTO runs (run_id, created_at, kind, base_model, config, status, path, metrics,"
-            " finished_at) VALUES (?, ?, 'import', ?, ?, 'finished', ?, '{}', ?)",
+            "INSERT INTO runs (run_id, created_at, kind, base_model, dataset_id, dataset_hash,"
+            " config, status, path, metrics, finished_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, 'finished', ?, ?, ?)",
             (
                 model_id,
                 now,
+                kind,
                 str(base_model.resolve()),
-                json.dumps({"source": str(adapter)}),
+                *dataset,
+                json.dumps(config),
                 str(run),
+                json.dumps(metrics or {}),
                 now,
             ),
         )
@@ -106,7 +134,6 @@ def add_adapter(workspace: Workspace, adapter: Path, base_model: Path, model_id:
             " VALUES (?, ?, ?, ?, ?)",
             (model_id, model_id, str(base_model.resolve()), str(run / "adapter"), now),
         )
-    return model_id
 
 
 def list_models(workspace: Workspace) -> list[dict[str, Any]]:
