@@ -11,9 +11,15 @@ that closes the list or ends the answer). Two rules:
    equal here, so the same JSON step written again under the next order number (`{"order": 5,
    "action": "X"}, {"order": 6, "action": "X"}`) is a copy too: the token that would open a third
    such step is banned, and the model closes the list instead.
-2. Repeated lines: a line of at least MIN_SPAN tokens that copies an earlier line may not end
-   there (no line break, no end of answer): a loop hidden behind blank lines ("- X\n- X\n\n- X")
-   is caught, while short lines (JSON's `},`, `"actor": "Ops"`) repeat freely.
+2. Repeated lines: a line may not copy an earlier line of at least MIN_SPAN tokens, not even
+   as the start of a longer line: the token that would complete the copy is banned (and, should
+   an answer hold a whole copy already, its line end). A loop hidden behind blank lines
+   ("- X\n- X\n\n- X") is caught, and so is the loop that grows each line from the one before
+   ("- X\n- X. This includes Y\n- X. This includes Y, and Z"), which a rule banning only the
+   copy's line end pushed into; short lines (JSON's `},`, `"actor": "Ops"`) repeat freely.
+   Nor may a line open with the same LINE_PREFIX tokens as an earlier line: the growing loop
+   also drops a copy's last word ("- X\n- X, and Y\n- X, and Y, and Z"), which the rule above
+   does not see.
 
 A third rule was tried and dropped: banning any second copy of a 24-token stretch (the same JSON
 step under a new order number) wherever it stood. Forced off such a copy mid-text, the bundled
@@ -32,12 +38,14 @@ from collections.abc import Sequence
 from typing import Any
 
 MIN_SPAN = 8  # two copies must cover at least this many tokens ("1. 1." is not a loop)
+LINE_PREFIX = 16  # a line may not open with the same this many tokens as an earlier line
 MAX_PERIOD = 128  # longest back-to-back repeated stretch looked for, in tokens (two JSON steps)
 # what an evaluation's cached answers were decoded with (a change to the rules changes this)
 SETTINGS = {
-    "rules": ["back-to-back, numbers alike", "lines"],
+    "rules": ["back-to-back, numbers alike", "lines, as a prefix too", "line openings"],
     "min_span": MIN_SPAN,
     "max_period": MAX_PERIOD,
+    "line_prefix": LINE_PREFIX,
 }
 _NUMBER = -1  # what every number token compares as
 
@@ -52,10 +60,18 @@ def banned_next(
     the last copies of p tokens (at least two, covering at least MIN_SPAN tokens) are identical,
     any token of `numbers` (number tokens) counting as equal to any other, the token p back (all
     of `numbers` when that is a number); and all of `line_ends` (tokens holding a line break, and
-    the end of the answer) when the current line is a copy of an earlier one."""
+    the end of the answer) when the current line is a copy of an earlier one, and the token
+    that would make it one."""
     banned: set[int] = set()
-    if line_ends and _repeats_a_line(generated, line_ends):
-        banned |= line_ends
+    if line_ends:
+        lines, current = _lines(generated, line_ends)
+        n = len(current)
+        if n >= MIN_SPAN and current in lines:
+            banned |= line_ends
+        if n + 1 >= MIN_SPAN:  # the last token of each earlier line the current one copies
+            banned |= {line[n] for line in lines if len(line) == n + 1 and line[:n] == current}
+        if n == LINE_PREFIX - 1:  # the token that would open it as an earlier line opens
+            banned |= {line[n] for line in lines if len(line) > n and line[:n] == current}
     window = generated[max(0, len(generated) - 2 * max_period) :]
     keys = [_NUMBER if t in numbers else t for t in window] if numbers else list(window)
     m = len(keys)
@@ -85,23 +101,19 @@ def first_banned(
     )
 
 
-def _repeats_a_line(generated: Sequence[int], line_ends: frozenset[int]) -> bool:
-    """Whether the last (unfinished) line, of at least MIN_SPAN tokens, equals an earlier line."""
-    start = len(generated)
-    while start > 0 and generated[start - 1] not in line_ends:
-        start -= 1
-    current = tuple(generated[start:])
-    if len(current) < MIN_SPAN or start == 0:
-        return False
+def _lines(
+    generated: Sequence[int], line_ends: frozenset[int]
+) -> tuple[list[tuple[int, ...]], tuple[int, ...]]:
+    """(the finished lines, the last unfinished line) of an answer, split at line-end tokens."""
+    lines: list[tuple[int, ...]] = []
     line: list[int] = []
-    for token in generated[:start]:
+    for token in generated:
         if token in line_ends:
-            if tuple(line) == current:
-                return True
+            lines.append(tuple(line))
             line = []
         else:
             line.append(token)
-    return False
+    return lines, tuple(line)
 
 
 def token_sets(texts: Sequence[str], eos: int | None) -> tuple[frozenset[int], frozenset[int]]:

@@ -1,8 +1,9 @@
-"""The loop guard bans the start of a third back-to-back copy, and nothing else."""
+"""The loop guard bans the start of a third back-to-back copy and the copy of an earlier long
+line, and nothing else."""
 
 from __future__ import annotations
 
-from sopforge.decoding import MIN_SPAN, banned_next
+from sopforge.decoding import LINE_PREFIX, MIN_SPAN, banned_next
 
 NL = 198  # a line break token
 ENDS = frozenset({NL, 2})  # line breaks and the end of the answer
@@ -57,12 +58,28 @@ def test_a_long_line_may_not_end_as_a_copy_of_an_earlier_line() -> None:
     # behind a blank line the back-to-back rule sees no loop; the line rule does
     answer = bullet + [NL] + bullet + [NL, NL] + bullet
     assert banned_next(answer, ENDS) == ENDS
-    assert banned_next(answer[:-1], ENDS) == set()  # not a whole copy yet: free to go on
+    assert banned_next(answer[:-2], ENDS) == set()  # two tokens short of a copy: free to go on
     assert banned_next(answer) == set()  # without line-end tokens the rule is off
     short = [60, 61, 62]  # JSON's `},` and such repeat freely
     assert banned_next(short + [NL] + short, ENDS) == set()
     other = [29, 40, 41, 42, 43, 44, 45, 46, 50]  # same start, its own end: a new bullet
     assert banned_next(bullet + [NL] + other, ENDS) == set()
+
+
+def test_a_line_may_not_copy_an_earlier_line_even_as_its_start() -> None:
+    """The token that would complete a copy of an earlier long line is banned, so the copy can
+    neither end as a line nor grow into "- X. This includes Y" (each line the one before plus
+    more, until the answer runs out of tokens)."""
+    bullet = [29, 40, 41, 42, 43, 44, 45, 46, 47]
+    assert banned_next(bullet + [NL] + bullet[:-1], ENDS) == {47}
+    assert banned_next(bullet + [NL, NL] + bullet[:-1], ENDS) == {47}  # behind a blank line too
+    assert banned_next(bullet + [NL] + bullet[:-2], ENDS) == set()  # not yet the copy's end
+    assert banned_next(bullet + [NL] + bullet[:-1]) == set()  # without line-end tokens: off
+    # two earlier lines sharing the start: both endings are banned, other endings are free
+    other = [29, 40, 41, 42, 43, 44, 45, 46, 50]
+    assert banned_next(bullet + [NL] + other + [NL] + bullet[:-1], ENDS) == {47, 50}
+    short = [60, 61, 62, 63]  # short lines (JSON's `},`) repeat freely
+    assert banned_next(short + [NL] + short[:-1], ENDS) == set()
 
 
 def test_the_processor_looks_only_past_the_prompt(tiny_model_dir) -> None:
@@ -89,3 +106,17 @@ def test_the_processor_looks_only_past_the_prompt(tiny_model_dir) -> None:
     assert torch.isinf(out[0, free[4]]) and int(torch.isinf(out).sum()) == 1
     prompt_only = loop_guard(tok, len(prompt))(torch.tensor([prompt + [free[0]] * 3]), scores)
     assert not torch.isinf(prompt_only).any()
+
+
+def test_a_line_may_not_open_as_an_earlier_line_opens() -> None:
+    """The growing loop that drops a copy's last word ("- X, and Y" after "- X."): the token that
+    would make a line's first LINE_PREFIX tokens those of an earlier line is banned."""
+    long_line = list(range(100, 100 + LINE_PREFIX + 5))
+    start = long_line[: LINE_PREFIX - 1]
+    assert banned_next(long_line + [NL] + start, ENDS) == {long_line[LINE_PREFIX - 1]}
+    assert banned_next(long_line + [NL] + start[:-1], ENDS) == set()  # shorter openings are free
+    diverged = start + [7, 8]  # once the line went its own way it is free
+    assert banned_next(long_line + [NL] + diverged, ENDS) == set()
+    # an earlier line just as long as the opening: its copy is banned all the same
+    short_line = long_line[:LINE_PREFIX]
+    assert banned_next(short_line + [NL] + start, ENDS) == {short_line[-1]}
