@@ -63,7 +63,7 @@ def average_runs(
     try:
         _write_average(bases[0], adapters, weight, tmp / "adapter")
         info = {"runs": ids, "weight": weight}
-        config = {**_config(runs[1]), "average": info}
+        config = {**json.loads(runs[1]["config"] or "{}"), "average": info}
         register_run(
             workspace,
             model_id,
@@ -84,10 +84,6 @@ def _trained_run(workspace: Workspace, run_id: str) -> dict[str, Any]:
     if not (Path(run["path"]) / "adapter" / "adapter_config.json").is_file():
         raise RegistryError(f"{run_id} has no adapter (a base model?); average two trained runs")
     return run
-
-
-def _config(run: dict[str, Any]) -> dict[str, Any]:
-    return dict(json.loads(run["config"] or "{}"))
 
 
 def _write_average(base: Path, adapters: list[Path], weight: float, out: Path) -> None:

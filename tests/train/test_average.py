@@ -8,6 +8,7 @@ import pytest
 
 from sopforge.cli import main
 from sopforge.train.average import average_runs
+from sopforge.train.evaluate import EvalError
 from sopforge.train.registry import RegistryError, add_adapter
 
 
@@ -72,7 +73,7 @@ def test_average_refuses_bad_requests_and_leaves_nothing_behind(
         average_runs(workspace, "a", "a", 0.5)
     with pytest.raises(RegistryError, match="exists already"):
         average_runs(workspace, "a", "b", 0.5, "b")
-    with pytest.raises(Exception, match="not found"):
+    with pytest.raises(EvalError, match="not found"):
         average_runs(workspace, "a", "nope", 0.5)
     assert sorted(p.name for p in workspace.path("runs").iterdir()) == before
     n = workspace.db.execute("SELECT COUNT(*) FROM models").fetchone()[0]
