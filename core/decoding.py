@@ -68,10 +68,15 @@ def banned_next(
         n = len(current)
         if n >= MIN_SPAN and current in lines:
             banned |= line_ends
-        if n + 1 >= MIN_SPAN:  # the last token of each earlier line the current one copies
-            banned |= {line[n] for line in lines if len(line) == n + 1 and line[:n] == current}
-        if n == LINE_PREFIX - 1:  # the token that would open it as an earlier line opens
-            banned |= {line[n] for line in lines if len(line) > n and line[:n] == current}
+        # the next token of each earlier line the current one has copied so far, when it would
+        # end a copy of a long line, or make the opening LINE_PREFIX tokens an earlier line's
+        banned |= {
+            line[n]
+            for line in lines
+            if len(line) > n
+            and line[:n] == current
+            and (len(line) == n + 1 >= MIN_SPAN or n == LINE_PREFIX - 1)
+        }
     window = generated[max(0, len(generated) - 2 * max_period) :]
     keys = [_NUMBER if t in numbers else t for t in window] if numbers else list(window)
     m = len(keys)

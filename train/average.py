@@ -23,7 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from sopforge.train.evaluate import find_run
-from sopforge.train.registry import RegistryError, claim_model_id, register_run, resolve_model_id
+from sopforge.train.registry import (
+    RegistryError,
+    claim_model_id,
+    register_run,
+    resolve_model_id,
+    staged_run,
+)
 from sopforge.workspace import Workspace
 
 # Files of the second adapter not copied beside the average (weights, config, training state).
@@ -58,9 +64,7 @@ def average_runs(
         workspace, model_id or f"{time.strftime('%Y%m%d-%H%M%S')}-avg{round(weight * 100)}"
     )
     adapters = [Path(r["path"]) / "adapter" for r in runs]
-    tmp = workspace.path("runs", f".{model_id}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with staged_run(workspace, model_id) as tmp:
         _write_average(bases[0], adapters, weight, tmp / "adapter")
         info = {"runs": ids, "weight": weight}
         config = {**json.loads(runs[1]["config"] or "{}"), "average": info}
@@ -74,8 +78,6 @@ def average_runs(
             dataset=(runs[1]["dataset_id"], runs[1]["dataset_hash"]),
             metrics={"average": info},
         )
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return model_id
 
 

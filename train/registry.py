@@ -12,10 +12,12 @@ same dataset; `force=True` overrides, and is logged as forced.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -78,11 +80,22 @@ def add_adapter(workspace: Workspace, adapter: Path, base_model: Path, model_id:
     model_id = claim_model_id(
         workspace, model_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{adapter.resolve().name}"
     )
+    with staged_run(workspace, model_id) as tmp:
+        shutil.copytree(adapter, tmp / "adapter")
+        register_run(workspace, model_id, tmp, "import", base_model, {"source": str(adapter)})
+    return model_id
+
+
+@contextlib.contextmanager
+def staged_run(workspace: Workspace, model_id: str) -> Iterator[Path]:
+    """A fresh folder (runs/.<id>.tmp) to build a new run's files in; `register_run` moves it
+    into place, and whatever is left of it when the block ends (an error) is removed."""
     tmp = workspace.path("runs", f".{model_id}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(adapter, tmp / "adapter")
-    register_run(workspace, model_id, tmp, "import", base_model, {"source": str(adapter)})
-    return model_id
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def claim_model_id(workspace: Workspace, model_id: str) -> str:
