@@ -7,7 +7,7 @@ DEMO_WS ?= workspace
 PORT   ?= 7860
 export SOPFORGE_WORKSPACE := $(DEMO_WS)
 
-.PHONY: install install-llamacpp demo demo-pipeline serve test test-fast lint format bench clean
+.PHONY: install demo demo-pipeline serve test test-fast lint format bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -61,11 +61,6 @@ format: install
 
 bench: install
 	$(BIN)/python bench/ingest/run.py
-
-# llama.cpp decode backend (optional): built from source; a native build dies with "Illegal instruction"
-install-llamacpp: install
-	CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_AVX512=ON -DGGML_FMA=ON -DGGML_F16C=ON" \
-		$(BIN)/python -m pip install -q -e '.[llamacpp]'
 
 clean:
 	rm -rf $(VENV) workspace .pytest_cache

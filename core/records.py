@@ -161,6 +161,16 @@ def open_book_prompt(question: str, contexts: Sequence[ContextSection]) -> str:
     )
 
 
+_SOURCE_BLOCK_RE = re.compile(r"^Source (\[[^\n]*\])$", re.MULTILINE)
+
+
+def prompt_citations(prompt: str) -> list[str]:
+    """The citations of the sources an open-book prompt shows (what its answer may cite)."""
+    return (
+        _SOURCE_BLOCK_RE.findall(prompt) if prompt.startswith("Use the procedure sources") else []
+    )
+
+
 def question_of(prompt: str) -> str:
     """The question of a user message: what follows an open-book prompt's "Question:", else all of it."""
     return prompt.rsplit("\n\nQuestion: ", 1)[-1]

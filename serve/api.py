@@ -169,6 +169,17 @@ def inline_schema_contract(state: ServerState, spec: Any) -> Contract:
     return Contract(f"json:{name}", "json", schema=schema)
 
 
+def format_failure(answer: Answer) -> ApiError:
+    """A JSON answer that failed its schema: an error status, never a 200 whose content a client
+    would try to parse (the failed output stays in the audit log)."""
+    return ApiError(
+        422,
+        f"{answer.text} (audit id {answer.audit_id}); ask again, or ask without response_format",
+        "server_error",
+        "format_not_met",
+    )
+
+
 def content_of(answer: Answer, contract: Contract) -> str:
     if not answer.valid:
         return answer.text  # the failure message, never the failed output as an answer
@@ -239,6 +250,12 @@ def stream_chunks(
                 streamed = True
                 yield chunk({"content": event.text})
             elif isinstance(event, Answer):
+                if contract.kind == "json" and not event.valid:
+                    err = format_failure(event)
+                    yield sse(
+                        {"error": {"message": err.message, "type": err.type, "code": err.code}}
+                    )
+                    break
                 if not (live and streamed and event.valid):
                     yield chunk({"content": content_of(event, contract)})
                 yield chunk({}, "stop", sopforge=event.to_dict())
@@ -322,6 +339,8 @@ def build_router(state: ServerState) -> APIRouter:
             )
         except UserError as e:
             return ApiError(500, str(e), "server_error", "generation_failed").response()
+        if contract.kind == "json" and not answer.valid:
+            return format_failure(answer).response()
         return JSONResponse(completion(answer, contract))
 
     # ---- admin API ------------------------------------------------------------------------

@@ -132,7 +132,11 @@ class Assistant:
         backend = self.engine.backend  # one model for every attempt of this answer
         filters: list[CitationFilter] = []
         generate = _checked_generate(
-            backend, index, max_new_tokens or self.engine.cfg.max_new_tokens, filters
+            backend,
+            index,
+            max_new_tokens or self.engine.cfg.max_new_tokens,
+            filters,
+            [s.citation for s in sections],
         )
         for event in guarded_stream(generate, messages, contract, self.cfg.guard.max_attempts):
             if isinstance(event, GuardResult):
@@ -194,14 +198,20 @@ class Assistant:
 
 
 def _checked_generate(
-    backend: Backend, index: SectionIndex, max_new_tokens: int, filters: list[CitationFilter]
+    backend: Backend,
+    index: SectionIndex,
+    max_new_tokens: int,
+    filters: list[CitationFilter],
+    citations: Sequence[str],
 ) -> Any:
-    """The guard's generate(): backend deltas passed through a fresh CitationFilter per attempt."""
+    """The guard's generate(): backend deltas (the closing citation decoded under `citations`,
+    the retrieved sections, where the backend can) passed through a fresh CitationFilter per
+    attempt."""
 
     def generate(messages: Messages, contract: Contract) -> Iterator[str]:
         f = CitationFilter(index)
         filters.append(f)
-        for delta in backend.stream(messages, contract, max_new_tokens):
+        for delta in backend.stream(messages, contract, max_new_tokens, citations):
             if out := f.feed(delta):
                 yield out
         if tail := f.flush():

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from sopforge.config import load_config
+
+if TYPE_CHECKING:
+    from sopforge.llamaserver import Decoding
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "serve" / "default.yaml"
 
@@ -21,31 +24,57 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "serve" / 
 class EngineConfig:
     """Which backend answers, and how it decodes."""
 
-    # local: transformers in this process; llamacpp: the same merged model exported to GGUF once
-    # (cached next to the adapter) and decoded by llama.cpp (pip install 'sopforge[llamacpp]');
-    # openai: a remote OpenAI-compatible server.
-    backend: Literal["local", "llamacpp", "openai"] = "local"
+    # llamacpp: the served model exported to GGUF once (cached next to the adapter) and decoded by
+    # llama.cpp's server in this process, many requests at once (core/llamaserver.py); local:
+    # transformers in this process, one answer at a time; openai: a remote OpenAI-compatible server.
+    backend: Literal["llamacpp", "local", "openai"] = "llamacpp"
     # Base model folder served when no model is promoted in the workspace. Empty: the single
     # folder under <workspace>/models/ (where the train stage imports the bundled model).
     base_model: str = ""
-    dtype: Literal["auto", "bfloat16", "float32"] = "auto"  # auto: bf16 where the CPU has it
+    dtype: Literal["auto", "bfloat16", "float32"] = (
+        "auto"  # local backend: bf16 where the CPU has it
+    )
     max_new_tokens: int = 256
     temperature: float = 0.0  # 0 = greedy (reproducible answers)
-    constrained_json: bool = True  # JSON formats decoded under the schema (lm-format-enforcer)
-    # no third back-to-back copy of a stretch of the answer, no repeated long line
-    # (sopforge.decoding; `sopforge eval` decodes the same way, so its figures are the chat's)
+    # formats decoded under their grammar (llamacpp: bullets, numbered, JSON and the citation
+    # line; local: JSON only, with lm-format-enforcer)
+    constrained_json: bool = True
+    # against loops: llamacpp uses llama.cpp's DRY sampler (dry_* below, off while dry_multiplier
+    # is 0: DRY also penalizes copying the sources in the prompt, which is what an extractive
+    # answer does; formatted answers end by their grammar's bounds); local uses
+    # sopforge.decoding's guard. `sopforge eval` decodes the same way, so its figures are the chat's.
     loop_guard: bool = True
-    threads: int = 0  # torch intra-op threads for the local backend; 0 = torch's default
+    dry_multiplier: float = 0.0
+    dry_base: float = 1.75
+    dry_allowed_length: int = 2
+    dry_last_n: int = 128
+    threads: int = 0  # CPU threads of the engine; 0 = the physical cores
     # models kept loaded after being swapped out, so a rollback is instant (each costs its size in
-    # memory: ~0.3 GB for the bundled model in bf16); 0 = free them
+    # memory plus its KV cache); 0 = free them
     keep_previous: int = 1
-    llamacpp_dtype: Literal["f16", "bf16", "q8_0"] = "f16"  # GGUF weights (f16: same answers)
-    llamacpp_n_ctx: int = 4096  # context window of the llama.cpp backend (prompt + answer)
+    # GGUF weights of the served model: f16 decodes the answers of the torch weights (tested);
+    # q8_0 is faster and slightly lossy (README: benchmarks)
+    llamacpp_dtype: Literal["f16", "bf16", "q8_0"] = "f16"
+    llamacpp_n_ctx: int = 4096  # tokens one request may hold (prompt + answer)
+    llamacpp_parallel: int = 8  # requests decoded together (each gets llamacpp_n_ctx of KV cache)
     # openai backend: any OpenAI-compatible server (vLLM with --enable-lora --lora-modules sop=...)
     openai_base_url: str = "http://127.0.0.1:8000/v1"
     openai_model: str = "sop"
     openai_api_key_env: str = "OPENAI_API_KEY"  # read from the environment, never from YAML
     openai_timeout_s: float = 120.0
+
+    def decoding(self) -> Decoding:
+        """The decoding settings the llama.cpp engine applies (shared with `sopforge eval`)."""
+        from sopforge.llamaserver import Decoding
+
+        return Decoding(
+            temperature=self.temperature,
+            grammar=self.constrained_json,
+            dry_multiplier=self.dry_multiplier if self.loop_guard else 0.0,
+            dry_base=self.dry_base,
+            dry_allowed_length=self.dry_allowed_length,
+            dry_last_n=self.dry_last_n,
+        )
 
 
 @dataclass(frozen=True)

@@ -6,14 +6,17 @@
     text = engine.generate(messages, format="json:procedure", stream=False)   # the whole answer
 
 `format` is a contract spec (or a Contract). A backend uses it only where it can *decode* under it
-(JSON Schema: lm-format-enforcer locally, `response_format` on an OpenAI-compatible server); checking
+(llamacpp: every format's grammar and the citation line; local: JSON Schema with
+lm-format-enforcer; openai: `response_format`); checking
 the answer against the contract is the format guard's job (serve/guard.py), for every format.
 
 Backends:
+- `llamacpp` (the default): the model as GGUF, decoded by llama.cpp's server in this process with
+  continuous batching over parallel slots, formats under their grammar (serve/llamacpp.py).
 - `local`: transformers. The base model folder plus the PEFT adapter, merged into the weights
   (merge_and_unload: no adapter overhead per token), bf16 where the CPU has native bf16 else fp32,
   greedy by default, streamed with TextIteratorStreamer from a generation thread. One lock per
-  loaded model serializes generations (a CPU gains nothing from running two at once).
+  loaded model serializes generations (one answer at a time: use it where llama.cpp can't go).
 - `openai`: any OpenAI-compatible server, e.g. vLLM serving the adapter with --enable-lora
   (see serve/README.md).
 
@@ -28,7 +31,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol, overload
@@ -131,7 +134,11 @@ class Backend(Protocol):
     model_id: str
 
     def stream(
-        self, messages: Messages, contract: Contract | None, max_new_tokens: int
+        self,
+        messages: Messages,
+        contract: Contract | None,
+        max_new_tokens: int,
+        citations: Sequence[str] = (),
     ) -> Iterator[str]: ...
 
 
@@ -197,7 +204,11 @@ class LocalBackend:
         return schema_logits_processor(self._schema_data, contract.schema or {})
 
     def stream(
-        self, messages: Messages, contract: Contract | None, max_new_tokens: int
+        self,
+        messages: Messages,
+        contract: Contract | None,
+        max_new_tokens: int,
+        citations: Sequence[str] = (),  # the llamacpp backend's citation grammar; unused here
     ) -> Iterator[str]:
         from transformers import TextIteratorStreamer
 
@@ -282,7 +293,11 @@ class OpenAIBackend:
         return kwargs
 
     def stream(
-        self, messages: Messages, contract: Contract | None, max_new_tokens: int
+        self,
+        messages: Messages,
+        contract: Contract | None,
+        max_new_tokens: int,
+        citations: Sequence[str] = (),  # a remote server's grammar is its own
     ) -> Iterator[str]:
         import openai
 
@@ -305,37 +320,13 @@ def serving_spec(ws: Workspace, cfg: EngineConfig) -> ModelSpec:
     return resolve_model(ws, cfg)
 
 
-def gguf_path(spec: ModelSpec, cfg: EngineConfig) -> Path:
-    """The GGUF file of `spec` (base + merged adapter), exported on first use and then reused.
-
-    It lives next to the adapter (or in the base model folder): both are immutable once
-    registered, so the file never goes stale; the export is atomic, so a crash leaves none.
-    """
-    from sopforge.train.export_gguf import export_gguf
-
-    home = Path(spec.adapter_path).parent if spec.adapter_path else Path(spec.base_model)
-    out = home / f"model.{cfg.llamacpp_dtype}.gguf"
-    if not out.is_file():
-        log.info("exporting %s to %s for llama.cpp", spec.model_id, out)
-        adapter = Path(spec.adapter_path) if spec.adapter_path else None
-        export_gguf(Path(spec.base_model), adapter, out, dtype=cfg.llamacpp_dtype)
-    return out
-
-
 def load_backend(spec: ModelSpec, cfg: EngineConfig) -> Backend:
     if cfg.backend == "openai":
         return OpenAIBackend(cfg, model_id=spec.model_id)
     if cfg.backend == "llamacpp":
         from sopforge.serve.llamacpp import LlamaCppBackend
 
-        return LlamaCppBackend(
-            gguf_path(spec, cfg),
-            n_ctx=cfg.llamacpp_n_ctx,
-            n_threads=cfg.threads or None,
-            model_id=spec.model_id,
-            constrained_json=cfg.constrained_json,
-            loop_guard=cfg.loop_guard,
-        )
+        return LlamaCppBackend(spec, cfg)
     return LocalBackend(spec, cfg)
 
 
@@ -412,6 +403,7 @@ class Engine:
         stream: Literal[True] = ...,
         *,
         max_new_tokens: int | None = ...,
+        citations: Sequence[str] = ...,
     ) -> Iterator[str]: ...
 
     @overload
@@ -422,6 +414,7 @@ class Engine:
         stream: Literal[False] = ...,
         *,
         max_new_tokens: int | None = ...,
+        citations: Sequence[str] = ...,
     ) -> str: ...
 
     def generate(
@@ -431,11 +424,15 @@ class Engine:
         stream: bool = True,
         *,
         max_new_tokens: int | None = None,
+        citations: Sequence[str] = (),
     ) -> Iterator[str] | str:
         """Text deltas of the answer (stream=True) or the whole answer (stream=False)."""
         backend = self.backend  # pinned: a swap during this answer does not affect it
         deltas = backend.stream(
-            messages, self.contract(format), max_new_tokens or self.cfg.max_new_tokens
+            messages,
+            self.contract(format),
+            max_new_tokens or self.cfg.max_new_tokens,
+            citations,
         )
         return deltas if stream else "".join(deltas)
 

@@ -69,9 +69,17 @@ def register(subparsers: Any) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--no-general", action="store_true", help="skip the general-prompt check")
     p.add_argument(
+        "--no-guard",
         "--no-loop-guard",
+        dest="no_loop_guard",
         action="store_true",
-        help="raw greedy decoding, without the guard against back-to-back repeats the chat uses",
+        help="raw greedy decoding: no format grammars, no loop protection (what the model itself "
+        "writes; by default answers are decoded exactly as the chat decodes them)",
+    )
+    p.add_argument(
+        "--serve-config",
+        default=None,
+        help="serve YAML whose engine: section decodes the answers (default: the shipped one)",
     )
     p.add_argument(
         "--tasks",
@@ -208,6 +216,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         general=not args.no_general,
         loop_guard=not args.no_loop_guard,
+        serve_config=args.serve_config,
         tasks=tuple(filter(None, map(str.strip, args.tasks.split(",")))),
     )
     summary = evaluate_run(ws, args.run, opts)

@@ -15,9 +15,13 @@ Two held-out sets:
      the tuned model moved away from what the base model would say;
    - ROUGE-L of each model's answer to that reference (drift in wording).
 
-Decoding is greedy; generation is batched with left padding; each answer's token cap is
-1.5x its reference's length + 32 (at most --max-new-tokens), so no model is cut short of an
-answer as long as the reference while runaway answers stop early. Base-model answers are cached
+Answers are decoded by the serving engine exactly as the chat decodes them (train/generate.py
+engine_answers: the same GGUF file, greedy, each format under its grammar, the citation line
+under the citations the prompt shows, the DRY loop sampler; `--no-guard`: raw), many at once;
+each plain answer's token cap is 1.5x its reference's length + 32 (at most --max-new-tokens), so
+no model is cut short of an answer as long as the reference while runaway answers stop early
+(a formatted answer gets the limit its grammar needs). The NLL of the general references comes
+from the torch model. Base-model answers are cached
 in the workspace (they do not change between runs on the same base model and eval set).
 """
 
@@ -33,9 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from sopforge.contracts import ContractError, default_registry
-from sopforge.decoding import SETTINGS
 from sopforge.errors import UserError
-from sopforge.records import SYSTEM_PROMPT, answer_of, prompt_of, split_sources
+from sopforge.records import SYSTEM_PROMPT, answer_of, prompt_citations, prompt_of, split_sources
 from sopforge.train import metrics as M
 from sopforge.train.config import DEFAULT_INSTRUCTIONS
 from sopforge.workspace import Workspace, atomic_write_text
@@ -57,7 +60,9 @@ class EvalOptions:
     batch_size: int = 8
     general: bool = True  # also the held-out general prompts
     formats_dir: str | None = None
-    loop_guard: bool = True  # decode as the chat does (sopforge.decoding); False = raw greedy
+    # decode as the chat does (the serving engine's grammars and loop protection); False = raw
+    loop_guard: bool = True
+    serve_config: str | None = None  # whose `engine:` decodes (None: configs/serve/default.yaml)
     # Only these tasks' records (e.g. ("summary",) to measure one contract on more records); the
     # report then goes to report-<tasks>/ and the run's stored evaluation is left as it was.
     tasks: tuple[str, ...] = ()
@@ -138,42 +143,38 @@ def _cache_file(workspace: Workspace, base_model: Path, payload: Any) -> Path:
 
 
 def _answers_and_nll(
+    base_model: Path,
+    adapter: Path | None,
     model: Any,
     tokenizer: Any,
-    prompts: list[list[dict[str, str]]],
-    caps: list[int],
+    items: list[Any],
     general_prompts: list[list[dict[str, str]]],
     general_refs: list[str],
     opts: EvalOptions,
     label: str,
 ) -> dict[str, Any]:
-    from sopforge.train.generate import answer_nll, generate
+    """Answers from the serving engine (as the chat decodes them), NLL from the torch model."""
+    from sopforge.train.generate import answer_nll, engine_answers, plain_items
 
     t = time.perf_counter()
-    answers = generate(
-        model,
-        tokenizer,
-        prompts,
-        max_new_tokens=caps,
-        batch_size=opts.batch_size,
+    general_items = plain_items(general_prompts, opts.max_new_tokens)
+    both = engine_answers(
+        base_model,
+        adapter,
+        [*items, *general_items],
+        guard=opts.loop_guard,
         desc=label,
-        loop_guard=opts.loop_guard,
+        serve_config=opts.serve_config,
     )
-    general = generate(
-        model,
-        tokenizer,
-        general_prompts,
-        max_new_tokens=opts.max_new_tokens,
-        batch_size=opts.batch_size,
-        desc=f"{label} general",
-        loop_guard=opts.loop_guard,
-    )
+    answers, general = both[: len(items)], both[len(items) :]
+    generated = round(time.perf_counter() - t, 1)
     nll = answer_nll(model, tokenizer, general_prompts, general_refs, batch_size=opts.batch_size)
     return {
         "answers": answers,
         "general": general,
         "general_nll": nll,
         "seconds": round(time.perf_counter() - t, 1),
+        "generation_seconds": generated,
     }
 
 
@@ -307,22 +308,30 @@ def evaluate_run(
 
     model, tokenizer = load_model(str(base_model))
     caps = answer_caps(tokenizer, [answer_of(r) for r in records], opts.max_new_tokens)
-    args = (prompts, caps, g_prompts, g_refs, opts)
+    items = [
+        (p, registry.get(r["contract"]), c, prompt_citations(p[-1]["content"]))
+        for r, p, c in zip(records, prompts, caps, strict=True)
+    ]
+    args = (items, g_prompts, g_refs, opts)
+    from sopforge.train.generate import engine_config
+
+    engine = engine_config(opts.serve_config)
+    decoding = asdict(engine.decoding() if opts.loop_guard else engine.decoding().raw())
     cache = _cache_file(
         workspace,
         base_model,
-        [prompts, caps, g_prompts, g_refs, opts.max_new_tokens, opts.loop_guard and SETTINGS],
+        [prompts, caps, g_prompts, g_refs, opts.max_new_tokens, engine.llamacpp_dtype, decoding],
     )
     if cache.is_file():
         base_out = json.loads(cache.read_text(encoding="utf-8"))
     else:
-        base_out = _answers_and_nll(model, tokenizer, *args, label="base")
+        base_out = _answers_and_nll(base_model, None, model, tokenizer, *args, label="base")
         atomic_write_text(cache, json.dumps(base_out))
     from peft import PeftModel
 
     model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     model.eval()
-    tuned_out = _answers_and_nll(model, tokenizer, *args, label="tuned")
+    tuned_out = _answers_and_nll(base_model, adapter, model, tokenizer, *args, label="tuned")
 
     per_model: dict[str, Any] = {}
     samples = []

@@ -452,3 +452,17 @@ def export_gguf(
             tmp.unlink()
     log.info("exported %s (%s) to %s", name, dtype, out_path)
     return out_path
+
+
+def cached_gguf(base_dir: Path, adapter_dir: Path | None, dtype: ExportDtype = "f16") -> Path:
+    """The GGUF of base (+ merged adapter), exported on first use and then reused.
+
+    It lives next to the adapter (in its run folder), or in the base model folder: both are
+    immutable once registered, so the file never goes stale; the export is atomic, so a crash
+    leaves none. The chat, `sopforge eval` and the retrain gate all decode this one file."""
+    home = Path(adapter_dir).parent if adapter_dir else Path(base_dir)
+    out = home / f"model.{dtype}.gguf"
+    if not out.is_file():
+        log.info("exporting %s to %s for llama.cpp", adapter_dir or base_dir, out)
+        export_gguf(Path(base_dir), Path(adapter_dir) if adapter_dir else None, out, dtype=dtype)
+    return out

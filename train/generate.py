@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -160,3 +161,62 @@ def answer_nll(
                 n = int(valid[row].sum())
                 out[i] = float(-(tok[row][valid[row]].sum() / max(n, 1)))
     return out
+
+
+# ---- through the serving engine -----------------------------------------------------------------
+
+Item = tuple[Messages, Any, int, Sequence[str]]  # (messages, contract or None, cap, citations)
+
+
+def engine_config(serve_config: str | None = None) -> Any:
+    """The serve config's `engine:` section (configs/serve/default.yaml unless named): the
+    weights file type, decoding and parallelism the chat uses."""
+    from sopforge.serve.config import load_serve_config
+
+    return load_serve_config(serve_config).engine
+
+
+def engine_answers(
+    base_model: str | Path,
+    adapter: str | Path | None,
+    items: Sequence[Item],
+    *,
+    guard: bool = True,
+    desc: str = "generating",
+    serve_config: str | None = None,
+) -> list[str]:
+    """Answers decoded by the serving engine exactly as the chat decodes them: the same GGUF file
+    (base + merged adapter, exported once, train/export_gguf.py cached_gguf), the same sampling,
+    grammars and loop protection (`guard`; False = raw: what the model itself writes), many
+    answers decoded together."""
+    from sopforge.llamaserver import ServedModel, chat_tokenizer_dir
+    from sopforge.train.export_gguf import cached_gguf
+
+    if not items:
+        return []
+    cfg = engine_config(serve_config)
+    decoding = cfg.decoding() if guard else cfg.decoding().raw()
+    gguf = cached_gguf(Path(base_model), Path(adapter) if adapter else None, cfg.llamacpp_dtype)
+    n_ctx = max(cfg.llamacpp_n_ctx, 512)
+    model = ServedModel(
+        gguf,
+        chat_tokenizer_dir(base_model, adapter),
+        decoding=decoding,
+        n_parallel=cfg.llamacpp_parallel,
+        n_ctx=n_ctx,
+        threads=cfg.threads,
+    )
+    try:
+        return model.answers(items, desc=desc)
+    finally:
+        model.close()
+
+
+def plain_items(prompts: Sequence[Messages], max_new_tokens: int | Sequence[int]) -> list[Item]:
+    """Items without a format contract (general prompts, replay)."""
+    caps = (
+        [int(max_new_tokens)] * len(prompts)
+        if isinstance(max_new_tokens, int)
+        else [int(c) for c in max_new_tokens]
+    )
+    return [(p, None, c, ()) for p, c in zip(prompts, caps, strict=True)]

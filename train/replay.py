@@ -90,16 +90,16 @@ def base_answers(
     path = cache_path(workspace, model_dir, instructions, max_new_tokens)
     if path.is_file():
         return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-    from sopforge.train.generate import generate, load_model
+    from sopforge.train.generate import engine_answers, plain_items
 
     items = read_instructions(instructions)
     log.info("generating base-model replay answers for %d general prompts (cached)", len(items))
-    model, tokenizer = load_model(str(model_dir))
-    answers = generate(
-        model,
-        tokenizer,
-        [[{"role": "user", "content": it.prompt}] for it in items],
-        max_new_tokens=max_new_tokens,
+    # the serving engine, raw (no grammar, no loop sampler): what the base model itself says
+    answers = engine_answers(
+        model_dir,
+        None,
+        plain_items([[{"role": "user", "content": it.prompt}] for it in items], max_new_tokens),
+        guard=False,
         desc="replay answers",
     )
     rows = [

@@ -110,8 +110,11 @@ def metric_rows(summary: dict[str, Any]) -> list[list[str]]:
 def decoding(summary: dict[str, Any]) -> str:
     """How the answers were decoded, as the report states it."""
     if summary.get("options", {}).get("loop_guard"):
-        return "greedy decoding with the loop guard the chat uses (sopforge.decoding)"
-    return "raw greedy decoding (no loop guard)"
+        return (
+            "decoded by the serving engine as the chat decodes (greedy, formats under their "
+            "grammar, DRY loop sampler)"
+        )
+    return "raw greedy decoding by the serving engine (no grammars, no loop protection)"
 
 
 def markdown(summary: dict[str, Any], samples: list[dict[str, Any]], n_samples: int = 6) -> str:

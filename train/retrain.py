@@ -42,31 +42,33 @@ def _score_model(
     probes: list[P.Probe],
 ) -> tuple[dict[str, Any], list[P.ProbeResult]]:
     """Answers of one model on the held-out records and the probes, scored."""
-    from sopforge.contracts import default_registry
-    from sopforge.train.evaluate import score_answer, summarize
-    from sopforge.train.generate import generate, load_model
+    from transformers import AutoTokenizer
 
-    model, tok = load_model(base_model, adapter)
-    caps = [min(320, len(tok(answer_of(r))["input_ids"]) * 3 // 2 + 32) for r in records]
-    # decoded as the chat decodes (the loop guard), so the gate judges what users would get
-    answers = generate(
-        model,
-        tok,
-        [prompt_of(r) for r in records],
-        max_new_tokens=caps,
-        desc="held-out",
-        loop_guard=True,
-    )
+    from sopforge.contracts import default_registry
+    from sopforge.records import prompt_citations
+    from sopforge.train.evaluate import score_answer, summarize
+    from sopforge.train.generate import engine_answers, plain_items
+
+    tok = AutoTokenizer.from_pretrained(base_model)
     registry = default_registry()
-    scores = [
-        score_answer(r, a, s, registry) for r, a, s in zip(records, answers, sources, strict=True)
+    caps = [min(320, len(tok(answer_of(r))["input_ids"]) * 3 // 2 + 32) for r in records]
+    prompts = [prompt_of(r) for r in records]
+    items = [
+        (p, registry.get(r["contract"]), c, prompt_citations(p[-1]["content"]))
+        for r, p, c in zip(records, prompts, caps, strict=True)
     ]
-    results = P.run_probes(
-        probes,
-        lambda prompts: generate(
-            model, tok, prompts, max_new_tokens=160, desc="probes", loop_guard=True
-        ),
+    probe_prompts = [p.prompt() for p in probes]
+    # decoded by the serving engine as the chat decodes, so the gate judges what users would get;
+    # held-out records and probes in one batch
+    answers = engine_answers(
+        base_model, adapter, [*items, *plain_items(probe_prompts, 160)], desc="gate"
     )
+    scores = [
+        score_answer(r, a, s, registry)
+        for r, a, s in zip(records, answers[: len(records)], sources, strict=True)
+    ]
+    probe_answers = iter(answers[len(records) :])
+    results = P.run_probes(probes, lambda prompts: [next(probe_answers) for _ in prompts])
     return summarize(scores), results
 
 

@@ -108,18 +108,19 @@ def test_formats_map_to_the_guard(live_server: Any) -> None:
     assert extra["format"] == "bullets:3" and extra["valid"] is True
     assert count_bullets(r.choices[0].message.content) == 3
 
-    r = c.chat.completions.create(
-        model="sopforge", messages=QUESTION, response_format={"type": "json_object"}
-    )
-    extra = r.model_extra["sopforge"]
-    assert extra["format"] == "json:procedure"
-    if extra["valid"]:  # the content is then the bare JSON object, valid against the schema
+    try:
+        r = c.chat.completions.create(
+            model="sopforge", messages=QUESTION, response_format={"type": "json_object"}
+        )
+    except openai.UnprocessableEntityError as e:  # never a 200 whose content is not the JSON
+        assert e.status_code == 422 and "could not produce a valid json:procedure" in str(e)
+    else:
+        extra = r.model_extra["sopforge"]
+        assert extra["format"] == "json:procedure" and extra["valid"]
         jsonschema.validate(
             json.loads(r.choices[0].message.content),
             default_registry().get("json:procedure").schema,
         )
-    else:
-        assert r.choices[0].message.content.startswith("The model could not produce a valid")
 
     implied = c.chat.completions.create(
         model="sopforge", messages=[{"role": "user", "content": "lost badge in 2 bullets"}]
@@ -136,3 +137,38 @@ def test_openai_backend_talks_to_an_openai_compatible_server(live_server: Any) -
     deltas = list(engine.generate(QUESTION))
     assert len(deltas) > 1 and "".join(deltas).startswith("- Report the lost badge")
     assert engine.generate(QUESTION, stream=False) == "".join(deltas)
+
+
+class ProseBackend:
+    """A model that answers every question with a sentence, whatever format is asked."""
+
+    model_id = "prose"
+
+    def stream(self, messages: Any, contract: Any, max_new_tokens: int, citations: Any = ()) -> Any:
+        yield "Here is the checklist you asked for, in words."
+
+
+def test_json_that_fails_its_schema_is_an_error_status_never_a_200(live_server: Any) -> None:
+    """A client that asks for JSON gets JSON valid under the schema or a 422 it can handle."""
+    engine = live_server.state.engine
+    engine.swap(ProseBackend())  # the fixture swaps the original back afterwards
+    c = client(live_server)
+    with pytest.raises(openai.UnprocessableEntityError) as err:
+        c.chat.completions.create(
+            model="sopforge", messages=QUESTION, response_format={"type": "json_object"}
+        )
+    assert err.value.status_code == 422
+    assert err.value.body["code"] == "format_not_met"
+    assert "could not produce a valid json:procedure" in err.value.body["message"]
+    stream = c.chat.completions.create(
+        model="sopforge", messages=QUESTION, response_format={"type": "json_object"}, stream=True
+    )
+    with pytest.raises(openai.APIError, match="could not produce a valid json:procedure"):
+        contents = [ch.choices[0].delta.content for ch in stream if ch.choices]
+        assert not any(contents[1:])  # nothing but the opening role chunk reaches the client
+    # a bullets answer that fails is still a 200 that says so (its content is text anyway)
+    r = c.chat.completions.create(
+        model="sopforge", messages=QUESTION, extra_body={"format": "bullets:3"}
+    )
+    assert r.model_extra["sopforge"]["valid"] is False
+    assert r.choices[0].message.content.startswith("The model could not produce a valid")

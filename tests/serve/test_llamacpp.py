@@ -1,18 +1,23 @@
-"""The llama.cpp backend on the tiny model exported to GGUF: same prompt and same greedy text as the
-transformers path, stop strings, prefix reuse, schema-constrained JSON, clear errors."""
+"""The llama.cpp engine (xllamacpp) on the tiny model exported to GGUF: the transformers prompt and
+greedy text, streaming, requests really decoded together, formats by construction under their
+grammar (a random model cannot break them), the citation line, cancellation, clear errors, hot
+swap, and the `openai` backend against llama.cpp's own OpenAI-compatible server."""
 
 from __future__ import annotations
 
 import json
-import os
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
-from sopforge.contracts import Contract
-from sopforge.serve.llamacpp import LlamaCppBackend, LlamaCppError, physical_cores, stop_at
+from sopforge.contracts import Contract, count_bullets, default_registry
+from sopforge.llamaserver import Decoding, LlamaServerError, ServedModel, physical_cores
+from sopforge.records import split_sources
 
 CONVERSATION = [
     {"role": "system", "content": "You are the company's procedures assistant."},
@@ -21,23 +26,12 @@ CONVERSATION = [
     {"role": "user", "content": "How do I reset my password?"},
 ]
 QUESTION = [{"role": "user", "content": "Summarize the badge replacement procedure in 3 bullets."}]
-
-
-def require_llama_cpp() -> None:
-    """Skip when llama-cpp-python is missing (optional extra; .ci/run builds it and then requires it)."""
-    try:
-        import llama_cpp  # noqa: F401
-    except ImportError:
-        if (
-            os.environ.get("SOPFORGE_REQUIRE_LLAMACPP") == "1"
-        ):  # set by .ci/run once it built llama.cpp
-            raise
-        pytest.skip("llama-cpp-python is not installed: pip install 'sopforge[llamacpp]'")
+CITES = ["[Badges § Lost badge, v1234abcd]", "[Badges § Rules, v99887766]"]
+RAW = Decoding(grammar=False, dry_multiplier=0.0)
 
 
 @pytest.fixture(scope="module")
 def tiny_gguf(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    require_llama_cpp()
     from sopforge.train.export_gguf import export_gguf
 
     out = tmp_path_factory.mktemp("serve-gguf") / "tiny.f16.gguf"
@@ -45,11 +39,10 @@ def tiny_gguf(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @pytest.fixture(scope="module")
-def backend(tiny_gguf: Path) -> Iterator[LlamaCppBackend]:
-    """Raw greedy decoding (no loop guard), compared with transformers' generate()."""
-    b = LlamaCppBackend(tiny_gguf, n_ctx=512, n_threads=1, loop_guard=False)
-    yield b
-    b.close()
+def served(tiny_gguf: Path, tiny_model_dir: Path) -> Iterator[ServedModel]:
+    m = ServedModel(tiny_gguf, tiny_model_dir, decoding=RAW, n_parallel=8, n_ctx=512, threads=1)
+    yield m
+    m.close()
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +55,7 @@ def hf(tiny_model_dir: Path) -> tuple[Any, Any]:
 
 
 def hf_answer(hf: tuple[Any, Any], messages: list[dict[str, str]], n: int) -> str:
-    """What the transformers backend answers: greedy, special tokens skipped."""
+    """What transformers answers: greedy, special tokens skipped."""
     import torch
 
     model, tokenizer = hf
@@ -82,160 +75,175 @@ def hf_answer(hf: tuple[Any, Any], messages: list[dict[str, str]], n: int) -> st
     return tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True)
 
 
-def test_prompt_is_the_transformers_chat_prompt(backend: LlamaCppBackend, hf) -> None:
+def test_prompt_is_the_transformers_chat_prompt(served: ServedModel, hf) -> None:
     _, tokenizer = hf
     for messages in (CONVERSATION, QUESTION):
-        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)
-        assert backend.prompt_text(messages) == text
-        assert backend.prompt_tokens(messages) == ids["input_ids"]
+        assert served.prompt_ids(messages) == ids["input_ids"]
 
 
-def test_greedy_answer_equals_transformers_streamed_or_not(backend: LlamaCppBackend, hf) -> None:
+def test_raw_greedy_answer_equals_transformers_and_streams(served: ServedModel, hf) -> None:
     for messages in (CONVERSATION, QUESTION):
         expected = hf_answer(hf, messages, 24)
-        deltas = list(backend.generate(messages, max_new_tokens=24, stop=None, stream=True))
+        deltas = list(served.stream(messages, None, 24))
         assert len(deltas) > 1 and "".join(deltas) == expected
-        whole = list(backend.generate(messages, max_new_tokens=24, stop=None, stream=False))
-        assert whole == [expected]
+        assert served.answers([(messages, None, 24, ())])[0] == expected.strip()
 
 
-def test_loop_guard_gives_the_transformers_backends_answer(tiny_gguf: Path, tiny_model_dir) -> None:
-    """The random tiny model loops at once (a run of line breaks, then one word again and
-    again): the guard turns each loop away, token for token as the local backend's guard does."""
-    from sopforge.serve.config import EngineConfig
-    from sopforge.serve.engine import LocalBackend, ModelSpec
+def test_requests_are_decoded_together_not_one_after_another(served: ServedModel) -> None:
+    """8 streams started at once: every one has its first token before any has finished (a
+    server that answered one at a time would finish the first before starting the second)."""
+    firsts: list[float] = []
+    ends: list[float] = []
+    lock = threading.Lock()
+    request = served.request(QUESTION, None, 48, decoding=RAW) | {"ignore_eos": True}
 
-    cfg = EngineConfig(dtype="float32", threads=1)
-    local = LocalBackend(ModelSpec("tiny", str(tiny_model_dir)), cfg)
-    guarded = LlamaCppBackend(tiny_gguf, n_ctx=512, n_threads=1)
-    raw = LlamaCppBackend(tiny_gguf, n_ctx=512, n_threads=1, loop_guard=False)
-    try:
-        for messages in (CONVERSATION, QUESTION):
-            expected = "".join(local.stream(messages, None, 40))
-            assert "".join(guarded.stream(messages, None, 40)) == expected
-            assert "".join(raw.stream(messages, None, 40)) != expected
-    finally:
-        guarded.close()
-        raw.close()
+    def one(i: int) -> None:
+        req = {**request, "prompt": request["prompt"] + [i + 10]}
+        stream = served.server.stream(req)
+        next(stream)
+        with lock:
+            firsts.append(time.monotonic())
+        n = 1 + sum(1 for _ in stream)
+        with lock:
+            ends.append(time.monotonic())
+        assert n >= 48
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(firsts) == len(ends) == 8
+    assert max(firsts) < min(ends)
 
 
-def test_stop_strings_end_the_answer_before_them(backend: LlamaCppBackend, hf) -> None:
-    full = hf_answer(hf, QUESTION, 24)
-    stop = full[len(full) // 2 : len(full) // 2 + 2]
-    got = "".join(backend.generate(QUESTION, max_new_tokens=24, stop=[stop, "\x00never"]))
-    assert got == full[: full.index(stop)]
-
-
-def test_stop_at_holds_back_a_stop_string_split_across_deltas() -> None:
-    assert list(stop_at(iter(["Step 1", " then <", "|end", "|> more"]), ["<|end|>"])) == [
-        "Step 1",
-        " then ",
+def test_batched_answers_equal_one_at_a_time(served: ServedModel) -> None:
+    prompts = [
+        [{"role": "user", "content": f"What is step {i} of the fire drill?"}] for i in range(10)
     ]
-    assert "".join(stop_at(iter(["a<", "b"]), ["<|end|>"])) == "a<b"  # not a stop: released
+    together = served.answers([(p, None, 16, ()) for p in prompts])
+    alone = ["".join(served.stream(p, None, 16)).strip() for p in prompts[:3]]
+    assert together[:3] == alone and len(together) == 10
 
 
-def test_a_repeated_prompt_reuses_the_kv_cache(backend: LlamaCppBackend) -> None:
-    evaluated: list[int] = []
-    real_eval = backend.llm.eval
-
-    def counting_eval(tokens: Any) -> None:
-        evaluated.append(len(tokens))
-        real_eval(tokens)
-
-    backend.llm.eval = counting_eval  # type: ignore[method-assign]
-    backend.llm.reset()  # forget earlier tests' prompts
-    try:
-        first = "".join(backend.generate(CONVERSATION, max_new_tokens=8))
-        prompt_len = len(backend.prompt_tokens(CONVERSATION))
-        assert evaluated[0] == prompt_len
-        evaluated.clear()
-        assert "".join(backend.generate(CONVERSATION, max_new_tokens=8)) == first
-        assert evaluated[0] <= 1  # only the last prompt token is replayed, for fresh logits
-    finally:
-        del backend.llm.eval
-
-
-def test_a_consumer_that_stops_early_leaves_the_backend_usable(
-    backend: LlamaCppBackend, hf
+@pytest.mark.parametrize("spec", ["bullets:3", "bullets:5", "numbered", "json:procedure"])
+def test_a_random_model_cannot_break_a_format_under_its_grammar(
+    served: ServedModel, spec: str
 ) -> None:
-    stream = backend.generate(QUESTION, max_new_tokens=24)
-    next(stream)
-    stream.close()
-    assert "".join(backend.generate(QUESTION, max_new_tokens=24)) == hf_answer(hf, QUESTION, 24)
+    """The tiny model is random: raw, it never writes these formats; under the grammar it
+    always does, with the closing citation one of those retrieved."""
+    contract = default_registry().get(spec)
+    guarded = Decoding(dry_multiplier=0.0)
+    for messages in (CONVERSATION, QUESTION):
+        raw = "".join(served.server.text(served.request(messages, contract, 96, CITES, RAW)))
+        assert contract.validate(raw)
+        text = "".join(served.server.text(served.request(messages, contract, 96, CITES, guarded)))
+        body, source = split_sources(text)
+        assert contract.validate(body) == [], text
+        assert source in ("", *(f"Source: {c}" for c in CITES)), text
+    if spec.startswith("bullets"):
+        assert count_bullets(body) == contract.n
+    if spec.startswith("json"):
+        jsonschema.validate(json.loads(body), contract.schema)
 
 
-def test_json_contracts_decode_under_the_schema(backend: LlamaCppBackend) -> None:
-    import jsonschema
+def test_a_json_answer_is_not_cut_by_the_token_limit(served: ServedModel) -> None:
+    """The limit is budgeted from the (bounded) schema: a tiny max_new_tokens does not apply."""
+    contract = default_registry().get("json:procedure")
+    request = served.request(QUESTION, contract, 8, CITES, Decoding(dry_multiplier=0.0))
+    assert request["n_predict"] > 8
+    out = served.server.complete(request)
+    assert out["finish_reason"] == "stop"
+    jsonschema.validate(json.loads(split_sources(out["content"])[0]), contract.schema)
 
+
+def test_a_plain_answer_cites_only_a_retrieved_section(served: ServedModel) -> None:
+    """Plain text is free until the model writes `Source:`; from there only a retrieved
+    citation can follow. Forced to start with it (a prompt that ends in 'Source:' is not
+    enough for a random model), the lazy grammar completes it with one of CITES."""
+    request = served.request(QUESTION, Contract("plain", "plain"), 40, CITES, Decoding())
+    assert request["grammar_lazy"] is True
+    assert all(c in request["grammar"] for c in CITES)
+    # the same grammar, made eager, decodes one of the citations whatever the model prefers
+    eager = {k: v for k, v in request.items() if not k.startswith("grammar_")}
+    text = served.server.complete(eager)["content"]
+    assert text in {f"Source: {c}" for c in CITES}
+
+
+def test_a_consumer_that_stops_early_frees_its_slot(served: ServedModel, hf) -> None:
+    streams = [served.stream(QUESTION, None, 400) for _ in range(8)]
+    for s in streams:
+        next(s)
+    for s in streams:
+        s.close()  # all 8 slots were busy; closing cancels them
+    t = time.monotonic()
+    assert "".join(served.stream(QUESTION, None, 24)) == hf_answer(hf, QUESTION, 24)
+    assert time.monotonic() - t < 30
+
+
+def test_errors_say_what_to_do(served: ServedModel, tmp_path: Path, tiny_model_dir: Path) -> None:
+    with pytest.raises(LlamaServerError, match="does not exist"):
+        ServedModel(tmp_path / "missing.gguf", tiny_model_dir)
+    long = [{"role": "user", "content": "deploy " * 600}]
+    with pytest.raises(LlamaServerError, match="context holds 512"):
+        served.request(long, None, 8)
+    assert physical_cores() >= 1
+
+
+def test_engine_hot_swaps_llama_cpp_models_and_keeps_the_old_one_for_rollback(
+    tiny_model_dir: Path, tmp_path: Path, helpers: Any
+) -> None:
+    """backend=llamacpp exports base (+ adapter) to GGUF once; a swap serves the new model to new
+    requests while a stream in flight finishes on the old one; swapping back loads nothing."""
+    from sopforge.serve.config import EngineConfig
+    from sopforge.serve.engine import Engine, ModelSpec
+    from sopforge.serve.llamacpp import LlamaCppBackend
+
+    cfg = EngineConfig(
+        llamacpp_n_ctx=512, llamacpp_parallel=2, threads=1, loop_guard=False, llamacpp_dtype="f16"
+    )
+    adapter = helpers.random_adapter(tiny_model_dir, tmp_path / "run-b" / "adapter", seed=5)
+    a = LlamaCppBackend(ModelSpec("base", str(tiny_model_dir)), cfg)
+    b = LlamaCppBackend(ModelSpec("run-b", str(tiny_model_dir), str(adapter)), cfg)
+    assert (adapter.parent / "model.f16.gguf").is_file()
+    engine = Engine(a, cfg)
+    in_flight = engine.generate(QUESTION, max_new_tokens=24)
+    first = next(in_flight)
+    engine.swap(b)
+    assert engine.model_id == "run-b"
+    new = engine.generate(QUESTION, stream=False, max_new_tokens=24)
+    old = first + "".join(in_flight)
+    assert old == "".join(a.stream(QUESTION, None, 24))
+    assert new == "".join(b.stream(QUESTION, None, 24)) and new != old
+    assert engine.kept("base") is a  # rollback: the same loaded backend, nothing loaded
+    engine.swap(engine.kept("base"))
+    assert engine.generate(QUESTION, stream=False, max_new_tokens=24) == old
+
+
+def test_openai_backend_against_llama_cpps_own_server(served: ServedModel, hf) -> None:
+    """The engine's `openai` backend (what would talk to vLLM) against a real OpenAI-compatible
+    HTTP server: llama.cpp's, started by this test on loopback."""
+    from sopforge.serve.config import EngineConfig
+    from sopforge.serve.engine import Engine, OpenAIBackend
+
+    assert served.server.base_url.startswith("http://127.0.0.1:")
+    cfg = EngineConfig(
+        backend="openai", openai_base_url=served.server.base_url, openai_model="tiny"
+    )
+    engine = Engine(OpenAIBackend(cfg, api_key="none"), cfg)
+    deltas = list(engine.generate(QUESTION, max_new_tokens=12))
+    assert len(deltas) > 1 and "".join(deltas)
     schema = {
         "type": "object",
         "properties": {"order": {"type": "integer"}, "done": {"type": "boolean"}},
         "required": ["order", "done"],
         "additionalProperties": False,
     }
-    contract = Contract(spec="json:step", kind="json", schema=schema)
-    answer = "".join(backend.stream(QUESTION, contract, max_new_tokens=64))
-    jsonschema.validate(json.loads(answer), schema)
-
-
-def test_errors_say_what_to_do(backend: LlamaCppBackend, tmp_path: Path) -> None:
-    with pytest.raises(LlamaCppError, match="does not exist; export it"):
-        LlamaCppBackend(tmp_path / "missing.gguf")
-    long = [{"role": "user", "content": "deploy " * 600}]
-    with pytest.raises(LlamaCppError, match="context holds 512"):
-        list(backend.generate(long, max_new_tokens=8))
-    assert 1 <= physical_cores() <= (os.cpu_count() or 1)
-
-
-def test_engine_serves_the_promoted_adapter_through_llama_cpp(
-    tiny_model_dir: Path, tmp_path: Path
-) -> None:
-    """backend=llamacpp exports base + promoted adapter to GGUF once, then answers what the
-    transformers backend answers for the same merged model."""
-    require_llama_cpp()
-    import time
-
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    from sopforge.serve.config import EngineConfig
-    from sopforge.serve.engine import Engine
-    from sopforge.train import registry
-    from sopforge.workspace import Workspace
-
-    ws = Workspace(tmp_path / "ws")
-    adapter = tmp_path / "run-x" / "adapter"
-    torch.manual_seed(3)
-    peft_model = get_peft_model(
-        AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32),
-        LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False),
+    text = engine.generate(
+        QUESTION,
+        format=Contract("json:step", "json", schema=schema),
+        stream=False,
+        max_new_tokens=48,
     )
-    peft_model.save_pretrained(adapter)
-    with ws.transaction() as db:
-        db.execute(
-            "INSERT INTO runs (run_id, created_at, kind, base_model, config, status, path, metrics)"
-            " VALUES ('run-x', ?, 'train', ?, '{}', 'finished', ?, '{}')",
-            (time.time(), str(tiny_model_dir), str(adapter.parent)),
-        )
-        db.execute(
-            "INSERT INTO models (model_id, run_id, base_model, adapter_path, created_at)"
-            " VALUES ('run-x', 'run-x', ?, ?, ?)",
-            (str(tiny_model_dir), str(adapter), time.time()),
-        )
-    registry.promote(ws, "run-x", force=True)
-
-    common = {"dtype": "float32", "max_new_tokens": 16, "threads": 1}
-    cpp = Engine.from_workspace(ws, EngineConfig(backend="llamacpp", llamacpp_n_ctx=512, **common))
-    local = Engine.from_workspace(ws, EngineConfig(backend="local", **common))
-    gguf = adapter.parent / "model.f16.gguf"
-    assert cpp.model_id == local.model_id == "run-x" and gguf.is_file()
-    exported_at = gguf.stat().st_mtime_ns
-    for messages in (CONVERSATION, QUESTION):
-        a = cpp.generate(messages, format=None, stream=False)
-        b = local.generate(messages, format=None, stream=False)
-        assert a == b and a
-    # a second engine reuses the exported file
-    Engine.from_workspace(ws, EngineConfig(backend="llamacpp", llamacpp_n_ctx=512, **common))
-    assert gguf.stat().st_mtime_ns == exported_at
+    jsonschema.validate(json.loads(text), schema)
