@@ -26,11 +26,13 @@ sleep instead of spin (bench/load measures both).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
 import socket
 import threading
+import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -106,7 +108,7 @@ class LlamaServer:
             raise LlamaServerError(f"GGUF model {path} does not exist")
         self.path = path
         self.n_parallel = max(1, n_parallel)
-        self.n_ctx = n_ctx  # per slot: prompt + answer of one request
+        self.n_ctx = n_ctx  # per slot: prompt + answer of one request (as llama.cpp allows it)
         self.threads = threads or physical_cores()
         p = x.CommonParams()
         p.model.path = str(path)
@@ -132,6 +134,15 @@ class LlamaServer:
         except RuntimeError as e:
             raise LlamaServerError(f"llama.cpp could not load {path}: {e}") from e
         self.base_url = str(self._server.listening_address).rstrip("/") + "/v1"
+        # llama.cpp caps a slot's context at what the model was trained for
+        settings = self.props().get("default_generation_settings", {})
+        self.n_ctx = int(settings.get("n_ctx") or n_ctx)
+
+    def props(self) -> dict[str, Any]:
+        """llama.cpp's /props: the slots' settings, the model, the build."""
+        url = self.base_url.removesuffix("/v1") + "/props"
+        with urllib.request.urlopen(url, timeout=30) as r:
+            return dict(json.loads(r.read()))
 
     # ---- requests ----------------------------------------------------------------------------
 

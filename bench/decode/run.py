@@ -1,21 +1,25 @@
 """Benchmark: CPU decode paths for the served assistant, same model, same adapter, same prompts.
 
     python bench/decode/run.py [--base DIR] [--adapter DIR] [--workspace WS] [--max-new-tokens 64]
-                               [--lengths 500 2000] [--paths hf-peft,hf-merged-bf16,llamacpp-f16]
+                               [--lengths 500 2000] [--paths hf-peft,engine-f16,engine-q8_0]
 
 One run measures, on open-book prompts of ~500 and ~2,000 tokens built the way the server builds
 them (serve/guard.build_messages over Markdown SOP sections of ../shared/corpus):
 
 - **hf-peft** (the naive baseline): transformers `model.generate`, fp32, the PEFT adapter unmerged;
 - **hf-merged-bf16**: the adapter merged (merge_and_unload), bf16 (native on AVX512-BF16/AMX CPUs);
-- **llamacpp-f16 / llamacpp-q8_0**: the merged model exported to GGUF (train/export_gguf.py) and
-  decoded by llama.cpp through serve/llamacpp.LlamaCppBackend (greedy, tuned threads/batches).
+- **engine-f16 / engine-q8_0**: the serving engine: the merged model exported to GGUF
+  (train/export_gguf.py) and decoded by llama.cpp's server in this process (xllamacpp, through
+  sopforge.llamaserver.ServedModel, the object the chat and `sopforge eval` use);
+- **llama-cpp-python-f16 / -q8_0**: the reference the issue names: llama-cpp-python (built from
+  source; skipped with a note when it is not installed) on the same GGUF file.
 
 For each: TTFT (time to first token, i.e. prompt processing) per prompt length, decode tokens/s
 (tokens after the first / time after the first), the ratios to hf-peft, and whether the greedy
 answer is token-for-token the baseline's, and the process's peak resident memory while each path
 loads and answers (sopforge.memory.PeakRSS). llama.cpp also reports TTFT of the same prompt sent
-again (the KV-cache prefix reuse a format retry or a regenerate gets).
+again (the KV-cache prefix reuse a format retry or a regenerate gets) and of a follow-up turn on
+the same sources (the prompt, the answer and a new question).
 
 The adapter is --adapter (a trained run's `adapter/` folder), else a bench adapter: LoRA r=16 on
 every linear layer with small random B (so merging changes the weights).
@@ -26,6 +30,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import re
 import tempfile
 import time
@@ -39,7 +44,15 @@ from sopforge.memory import PeakRSS
 REPO = Path(__file__).resolve().parents[2]
 CORPUS = REPO / ".." / "shared" / "corpus" / "md"
 QUESTION = "Explain in detail, step by step, what an employee must do according to these sources."
-ALL_PATHS = ("hf-peft", "hf-merged-bf16", "llamacpp-f16", "llamacpp-q8_0")
+ALL_PATHS = (
+    "hf-peft",
+    "hf-merged-bf16",
+    "engine-f16",
+    "engine-q8_0",
+    "llama-cpp-python-f16",
+    "llama-cpp-python-q8_0",
+)
+DEFAULT_PATHS = ("hf-peft", "engine-f16", "engine-q8_0", "llama-cpp-python-f16")
 
 
 @dataclass
@@ -55,6 +68,7 @@ class PathResult:
     path: str
     timings: dict[int, Timing] = field(default_factory=dict)
     ttft_repeat_s: dict[int, float] = field(default_factory=dict)
+    ttft_follow_up_s: dict[int, float] = field(default_factory=dict)
     load_s: float = 0.0
     rss_start_mib: float = 0.0  # the process before this path loaded its model
     peak_rss_mib: float = 0.0  # the process's peak while this path loaded and answered
@@ -215,6 +229,12 @@ def measure(
         result.timings[n] = time_stream(stream(messages))
         if repeat:
             result.ttft_repeat_s[n] = time_stream(stream(messages)).ttft_s
+            follow_up = [
+                *messages,
+                {"role": "assistant", "content": result.timings[n].text},
+                {"role": "user", "content": "And what comes after that?"},
+            ]
+            result.ttft_follow_up_s[n] = time_stream(stream(follow_up)).ttft_s
         t = result.timings[n]
         print(
             f"  {name:16s} {n:5d}-token prompt: TTFT {t.ttft_s:6.2f} s, "
@@ -248,20 +268,60 @@ def run_hf(name: str, base: Path, adapter: Path, tokenizer: Any, args: Any, prom
     return result
 
 
-def run_llamacpp(name: str, gguf: Path, args: Any, prompts, warmup) -> PathResult:
-    from sopforge.serve.llamacpp import LlamaCppBackend
+def run_engine(name: str, gguf: Path, base: Path, args: Any, prompts, warmup) -> PathResult:
+    """The serving engine (core/llamaserver.py ServedModel: llama.cpp's server via xllamacpp),
+    raw greedy like the other paths."""
+    from sopforge.llamaserver import Decoding, ServedModel
 
     t = time.perf_counter()
-    backend = LlamaCppBackend(gguf, n_ctx=args.n_ctx, n_threads=args.threads or None)
+    model = ServedModel(
+        gguf,
+        base,
+        decoding=Decoding(grammar=False, dry_multiplier=0.0),
+        n_parallel=args.parallel,
+        n_ctx=args.n_ctx,
+        threads=args.threads,
+    )
     load_s = time.perf_counter() - t
 
     def stream(messages: list[dict[str, str]]) -> Iterator[str]:
-        return backend.generate(messages, max_new_tokens=args.max_new_tokens, stream=True)
+        return model.stream(messages, None, args.max_new_tokens)
 
     try:
         result = measure(name, stream, prompts, warmup, repeat=True)
     finally:
-        backend.close()
+        model.close()
+    result.load_s = load_s
+    return result
+
+
+def run_llama_cpp_python(name: str, gguf: Path, tokenizer: Any, args: Any, prompts, warmup):
+    """The reference: llama-cpp-python (built from source, single sequence), greedy on the same
+    prompt tokens. Only when `llama_cpp` is importable (pip install llama-cpp-python)."""
+    import llama_cpp
+
+    threads = args.threads or max(1, (os.cpu_count() or 2))
+    t = time.perf_counter()
+    llm = llama_cpp.Llama(
+        str(gguf), n_ctx=args.n_ctx, n_batch=args.n_ctx, n_threads=threads,
+        n_threads_batch=threads, flash_attn=True, verbose=False,
+    )  # fmt: skip
+    load_s = time.perf_counter() - t
+    vocab = llm._model.vocab
+
+    def stream(messages: list[dict[str, str]]) -> Iterator[str]:
+        ids = prompt_ids(tokenizer, messages)
+        for n, token in enumerate(llm.generate(ids, temp=0.0, repeat_penalty=1.0), start=1):
+            if llama_cpp.llama_vocab_is_eog(vocab, token):
+                break
+            yield llm.detokenize([token]).decode("utf-8", "replace")
+            if n >= args.max_new_tokens:
+                break
+
+    try:
+        result = measure(name, stream, prompts, warmup, repeat=True)
+    finally:
+        llm.close()
     result.load_s = load_s
     return result
 
@@ -293,6 +353,8 @@ def report(results: list[PathResult], lengths: list[int]) -> None:
         if r.ttft_repeat_s:
             again = ", ".join(f"{n}: {s:.2f} s" for n, s in r.ttft_repeat_s.items())
             print(f"{'':16s}   same prompt again (prefix reuse) TTFT: {again}")
+            follow = ", ".join(f"{n}: {s:.2f} s" for n, s in r.ttft_follow_up_s.items())
+            print(f"{'':16s}   follow-up turn on the same sources TTFT: {follow}")
 
 
 def resolve_base(args: argparse.Namespace) -> Path:
@@ -324,7 +386,8 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="threads for every path (0: torch's default, the llama.cpp backend's default)",
     )
-    p.add_argument("--paths", default=",".join(ALL_PATHS), help=f"subset of {ALL_PATHS}")
+    p.add_argument("--paths", default=",".join(DEFAULT_PATHS), help=f"subset of {ALL_PATHS}")
+    p.add_argument("--parallel", type=int, default=8, help="the engine's slots (as served)")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = p.parse_args(argv)
     paths = [x for x in args.paths.split(",") if x]
@@ -334,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from transformers import AutoTokenizer
 
-    from sopforge.serve.llamacpp import default_threads
+    from sopforge.llamaserver import physical_cores, system_info
     from sopforge.train.export_gguf import export_gguf
 
     if args.threads:
@@ -348,8 +411,9 @@ def main(argv: list[str] | None = None) -> int:
         prompts = {n: open_book_messages(tokenizer, n) for n in args.lengths}
         warmup = open_book_messages(tokenizer, 64)
         print(f"base {base}\nadapter: {adapter_desc}")
-        lc_threads = args.threads or default_threads()
+        lc_threads = args.threads or physical_cores()
         print(f"threads: torch {torch.get_num_threads()}, llama.cpp {lc_threads}")
+        print(f"llama.cpp CPU kernels: {system_info().strip()}")
         print(
             "prompt tokens: "
             + ", ".join(str(len(prompt_ids(tokenizer, m))) for m in prompts.values())
@@ -361,7 +425,13 @@ def main(argv: list[str] | None = None) -> int:
                 with PeakRSS() as mem:
                     r = run_hf(name, base, adapter, tokenizer, args, prompts, warmup)
             else:
-                dtype = name.split("-", 1)[1]
+                dtype = name.rsplit("-", 1)[1]
+                if name.startswith("llama-cpp-python"):
+                    try:
+                        import llama_cpp  # noqa: F401
+                    except ImportError:
+                        print(f"  {name}: skipped (pip install llama-cpp-python to compare)")
+                        continue
                 t = time.perf_counter()
                 gguf = export_gguf(base, adapter, tmp / f"model.{dtype}.gguf", dtype=dtype)
                 print(
@@ -371,7 +441,10 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 gc.collect()
                 with PeakRSS() as mem:
-                    r = run_llamacpp(name, gguf, args, prompts, warmup)
+                    if name.startswith("engine"):
+                        r = run_engine(name, gguf, base, args, prompts, warmup)
+                    else:
+                        r = run_llama_cpp_python(name, gguf, tokenizer, args, prompts, warmup)
             r.rss_start_mib, r.peak_rss_mib = round(mem.start_mib), round(mem.peak_mib)
             results.append(r)
     report(results, args.lengths)

@@ -1,7 +1,7 @@
 """Load: N concurrent chat clients against a real `sopforge serve` on 127.0.0.1 for a bounded time.
 
-    .venv/bin/python bench/load/run.py [--workspace WS] [--clients 16] [--duration 120]
-                                       [--max-tokens 32] [--json out.json]
+    .venv/bin/python bench/load/run.py [--workspace WS] [--clients 16] [--duration 90]
+                                       [--max-tokens 64] [--backends llamacpp,local] [--json F]
 
 The server is started as a subprocess (`sopforge serve`, the production path: uvicorn, sign-in,
 API keys, retrieval, format guard, audit log) on a free loopback port. Without --workspace, a
@@ -11,9 +11,14 @@ alternating streamed and non-streamed `/v1/chat/completions` with the official `
 and a per-client question (plain, bullets:3 and JSON formats mixed); requests started before the
 deadline finish.
 
-Reports requests, errors (any exception or a non-2xx status), p50/p95/max latency, and the
-server's resident memory (VmRSS of the process) before the load, right after it, and after a
-settle period with a few more sequential requests (memory must settle, not keep growing).
+Reports requests, errors (any exception or a non-2xx status), p50/p95/max latency, answer
+tokens per second in all (counted with the model's tokenizer), and the server's resident memory
+(VmRSS of the process) before the load, right after it, and after a settle period with a few more
+sequential requests (memory must settle, not keep growing). Before the load, one client alone
+for a short while gives the single-stream figure that batching must beat.
+
+`--backends llamacpp,local` runs the same load against each engine backend in turn (the server
+restarted with `engine.backend=...`) and prints the ratios.
 """
 
 from __future__ import annotations
@@ -90,7 +95,7 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 300) -> None:
     raise SystemExit("sopforge serve did not become ready")
 
 
-def one_request(client: Any, i: int, n: int, max_tokens: int) -> None:
+def one_request(client: Any, i: int, n: int, max_tokens: int) -> str:
     question, fmt = QUESTIONS[(i + n) % len(QUESTIONS)]
     extra: dict[str, Any] = {} if fmt is None else {"extra_body": {"format": fmt}}
     messages = [{"role": "user", "content": question}]
@@ -106,13 +111,15 @@ def one_request(client: Any, i: int, n: int, max_tokens: int) -> None:
         text = r.choices[0].message.content or ""
     if not text:
         raise RuntimeError("empty answer")
+    return text
 
 
 def run_load(
     url: str, key: str, clients: int, duration: float, max_tokens: int
-) -> tuple[list[float], list[str]]:
+) -> tuple[list[float], list[str], list[str]]:
     import openai
 
+    answers: list[str] = []
     latencies: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
@@ -124,9 +131,10 @@ def run_load(
         while time.monotonic() < deadline:
             t = time.monotonic()
             try:
-                one_request(c, i, n, max_tokens)
+                text = one_request(c, i, n, max_tokens)
                 with lock:
                     latencies.append(time.monotonic() - t)
+                    answers.append(text)
             except Exception as e:  # every failure counts: that is what this measures
                 with lock:
                     errors.append(f"client {i}: {type(e).__name__}: {str(e)[:200]}")
@@ -137,7 +145,7 @@ def run_load(
         t.start()
     for t in threads:
         t.join()
-    return latencies, errors
+    return latencies, errors, answers
 
 
 def pct(values: list[float], q: float) -> float:
@@ -150,27 +158,24 @@ def pct(values: list[float], q: float) -> float:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--workspace", default=None, help="default: a temporary one with examples/")
-    p.add_argument("--clients", type=int, default=16)
-    p.add_argument("--duration", type=float, default=120.0, help="seconds new requests start")
-    p.add_argument("--max-tokens", type=int, default=32)
-    p.add_argument("--settle", type=int, default=4, help="sequential requests after the load")
-    p.add_argument("--json", default=None)
-    args = p.parse_args(argv)
+def count_tokens(texts: list[str]) -> int:
+    """Answer tokens, by the served model's own tokenizer."""
+    from transformers import AutoTokenizer
 
-    tmp = tempfile.TemporaryDirectory(prefix="sopforge-load-")
-    ws = Path(args.workspace or tmp.name).resolve()
-    prepare(ws)
-    sf(ws, "users", "add", "loadtest", "--password-stdin", stdin="load-test-password\n")
-    key = sf(ws, "keys", "create", "--user", "loadtest").strip().splitlines()[-1].split()[-1]
+    tok = AutoTokenizer.from_pretrained(str(MODEL_DIRS[0]))
+    return sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts)
+
+
+MODEL_DIRS: list[Path] = []
+
+
+def serve_and_load(ws: Path, key: str, backend: str, args: argparse.Namespace) -> dict[str, Any]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    log = open(ws / "load-serve.log", "w")  # noqa: SIM115 - closed below
+    log = open(ws / f"load-serve-{backend}.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
-        [*SF, "-w", str(ws), "serve", "--port", str(port)],
+        [*SF, "-w", str(ws), "serve", "--port", str(port), f"engine.backend={backend}"],
         stdout=log,
         stderr=subprocess.STDOUT,
         env=env,
@@ -181,14 +186,19 @@ def main(argv: list[str] | None = None) -> int:
 
         warm = openai.OpenAI(base_url=url + "/v1", api_key=key, timeout=600, max_retries=0)
         one_request(warm, 0, 0, args.max_tokens)  # first request: lazy index build, kernels
+        t0 = time.monotonic()
+        single_lat, single_err, single_ans = run_load(url, key, 1, args.single, args.max_tokens)
+        single_wall = time.monotonic() - t0
         before = rss_mib(proc.pid)
         print(
-            f"server pid {proc.pid} on {url}, RSS {before:.0f} MiB; {args.clients} clients "
-            f"for {args.duration:.0f} s ...",
+            f"[{backend}] server pid {proc.pid} on {url}, RSS {before:.0f} MiB; "
+            f"{args.clients} clients for {args.duration:.0f} s ...",
             flush=True,
         )
         t0 = time.monotonic()
-        latencies, errors = run_load(url, key, args.clients, args.duration, args.max_tokens)
+        latencies, errors, answers = run_load(
+            url, key, args.clients, args.duration, args.max_tokens
+        )
         wall = time.monotonic() - t0
         after = rss_mib(proc.pid)
         for n in range(args.settle):
@@ -202,8 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
-
-    result = {
+    return {
+        "backend": backend,
         "clients": args.clients,
         "duration_s": args.duration,
         "wall_s": round(wall, 1),
@@ -214,17 +224,53 @@ def main(argv: list[str] | None = None) -> int:
         "p95_s": round(pct(latencies, 95), 2),
         "max_s": round(max(latencies), 2) if latencies else None,
         "throughput_rps": round(len(latencies) / wall, 3),
+        "tokens_per_s": round(count_tokens(answers) / wall, 1),
+        "single_stream_tokens_per_s": round(count_tokens(single_ans) / single_wall, 1),
+        "single_stream_p50_s": round(pct(single_lat, 50), 2),
+        "single_stream_errors": len(single_err),
         "rss_before_mib": round(before),
         "rss_after_mib": round(after),
         "rss_settled_mib": round(settled),
         "server_alive": alive,
+        "error_samples": (single_err + errors)[:20],
     }
-    print(json.dumps(result, indent=2))
-    for e in errors[:10]:
-        print("error:", e)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--workspace", default=None, help="default: a temporary one with examples/")
+    p.add_argument("--clients", type=int, default=16)
+    p.add_argument("--duration", type=float, default=90.0, help="seconds new requests start")
+    p.add_argument("--single", type=float, default=20.0, help="seconds of the one-client run")
+    p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--settle", type=int, default=4, help="sequential requests after the load")
+    p.add_argument("--backends", default="llamacpp", help="engine backends, in turn")
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+
+    tmp = tempfile.TemporaryDirectory(prefix="sopforge-load-")
+    ws = Path(args.workspace or tmp.name).resolve()
+    prepare(ws)
+    MODEL_DIRS.extend(sorted(p for p in (ws / "models").iterdir() if (p / "config.json").is_file()))
+    sf(ws, "users", "add", "loadtest", "--password-stdin", stdin="load-test-password\n")
+    key = sf(ws, "keys", "create", "--user", "loadtest").strip().splitlines()[-1].split()[-1]
+    results = [serve_and_load(ws, key, b, args) for b in args.backends.split(",") if b]
+    for r in results:
+        print(json.dumps({k: v for k, v in r.items() if k != "error_samples"}, indent=2))
+        for e in r["error_samples"][:10]:
+            print("error:", e)
+    if len(results) > 1:
+        a, b = results[0], results[-1]
+        print(
+            f"{a['backend']} vs {b['backend']}: p50 {b['p50_s'] / a['p50_s']:.1f}x lower, "
+            f"tokens/s {a['tokens_per_s'] / max(b['tokens_per_s'], 1e-9):.1f}x"
+        )
     if args.json:
-        Path(args.json).write_text(json.dumps({**result, "error_samples": errors[:50]}, indent=2))
-    return 0 if not errors and alive else 1
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    ok = all(
+        not r["errors"] and not r["single_stream_errors"] and r["server_alive"] for r in results
+    )
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

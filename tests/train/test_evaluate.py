@@ -124,15 +124,20 @@ def test_evaluate_writes_the_report_and_stores_metrics(trained):
     again = evaluate_run(ws, run_id, EvalOptions(limit=4, max_new_tokens=24))
     assert again["base"]["overall"] == summary["base"]["overall"]
     assert time.perf_counter() - t < 60
-    # Decoded with the chat's loop guard by default, and the report says so; raw decoding is
-    # asked for with loop_guard=False (`--no-loop-guard`) and keeps its own base-answer cache.
+    # Decoded by the serving engine as the chat decodes by default (formats under their
+    # grammar: even these random models comply), and the report says so; raw decoding is asked
+    # for with loop_guard=False (`--no-guard`) and keeps its own base-answer cache.
     assert summary["options"]["loop_guard"] is True
-    assert "with the loop guard the chat uses" in (report / "report.md").read_text()
+    for side in ("base", "tuned"):
+        for spec in ("bullets:3", "json:procedure"):
+            assert summary[side]["by_contract"][spec]["compliance"] == 1.0, (side, spec)
+    assert "as the chat decodes" in (report / "report.md").read_text()
     caches = set(ws.path("cache", "eval").iterdir())
     raw = evaluate_run(ws, run_id, EvalOptions(limit=4, max_new_tokens=24, loop_guard=False))
     assert raw["options"]["loop_guard"] is False
     assert len(set(ws.path("cache", "eval").iterdir()) - caches) == 1
-    assert "raw greedy decoding (no loop guard)" in (report / "report.md").read_text()
+    assert "raw greedy decoding by the serving engine" in (report / "report.md").read_text()
+    assert raw["tuned"]["by_contract"]["bullets:3"]["compliance"] < 1.0  # a random model, raw
 
 
 def test_a_task_filtered_evaluation_has_its_own_report_and_keeps_the_stored_one(trained):
