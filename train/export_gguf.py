@@ -464,5 +464,15 @@ def cached_gguf(base_dir: Path, adapter_dir: Path | None, dtype: ExportDtype = "
     out = home / f"model.{dtype}.gguf"
     if not out.is_file():
         log.info("exporting %s to %s for llama.cpp", adapter_dir or base_dir, out)
-        export_gguf(Path(base_dir), Path(adapter_dir) if adapter_dir else None, out, dtype=dtype)
+        # In a process of its own: the merge starts torch's OpenMP threads, and in the process
+        # that then decodes with llama.cpp they cost its decoding ~30% (bench/decode/run.py).
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        with ctx.Pool(1) as pool:
+            pool.apply(
+                export_gguf,
+                (Path(base_dir), Path(adapter_dir) if adapter_dir else None, out),
+                {"dtype": dtype},
+            )
     return out

@@ -357,6 +357,31 @@ def report(results: list[PathResult], lengths: list[int]) -> None:
             print(f"{'':16s}   follow-up turn on the same sources TTFT: {follow}")
 
 
+def run_child(path: str, base: Path, adapter: Path, args: Any, tmp: Path) -> PathResult | None:
+    """One path in a fresh process; its results read back from its JSON."""
+    import subprocess
+    import sys
+
+    out = tmp / f"{path}.json"
+    cmd = [
+        sys.executable, __file__, "--paths", path, "--base", str(base), "--adapter", str(adapter),
+        "--lengths", *map(str, args.lengths), "--max-new-tokens", str(args.max_new_tokens),
+        "--n-ctx", str(args.n_ctx), "--threads", str(args.threads),
+        "--parallel", str(args.parallel), "--json", str(out),
+    ]  # fmt: skip
+    print(f"== {path} (own process)", flush=True)
+    subprocess.run(cmd, check=True)
+    rows = json.loads(out.read_text())
+    if not rows:
+        return None
+    row = rows[0]
+    timings = {int(n): Timing(**t) for n, t in row.pop("timings").items()}
+    fields = {
+        k: {int(n): v for n, v in row.pop(k).items()} for k in ("ttft_repeat_s", "ttft_follow_up_s")
+    }
+    return PathResult(**row, timings=timings, **fields)
+
+
 def resolve_base(args: argparse.Namespace) -> Path:
     if args.base:
         return Path(args.base)
@@ -389,6 +414,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--paths", default=",".join(DEFAULT_PATHS), help=f"subset of {ALL_PATHS}")
     p.add_argument("--parallel", type=int, default=8, help="the engine's slots (as served)")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    p.add_argument(
+        "--in-process",
+        action="store_true",
+        help="all paths in this process (default: each path in a process of its own, as each "
+        "would be deployed: torch's OpenMP threads, once started, slow llama.cpp's by ~30%%)",
+    )
     args = p.parse_args(argv)
     paths = [x for x in args.paths.split(",") if x]
     if unknown := set(paths) - set(ALL_PATHS):
@@ -398,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoTokenizer
 
     from sopforge.llamaserver import physical_cores, system_info
-    from sopforge.train.export_gguf import export_gguf
+    from sopforge.train.export_gguf import cached_gguf
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -407,6 +438,15 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="sopforge-bench-decode-") as tmp_name:
         tmp = Path(tmp_name)
         adapter, adapter_desc = resolve_adapter(args, base, tmp)
+        if not args.in_process and len(paths) > 1:
+            results = [run_child(path, base, adapter, args, tmp) for path in paths]
+            results = [r for r in results if r is not None]
+            print(f"adapter: {adapter_desc}")
+            report(results, args.lengths)
+            print(f"\ntotal {time.perf_counter() - started:.0f} s")
+            if args.json:
+                Path(args.json).write_text(json.dumps([asdict(r) for r in results], indent=2))
+            return 0
         tokenizer = AutoTokenizer.from_pretrained(base)
         prompts = {n: open_book_messages(tokenizer, n) for n in args.lengths}
         warmup = open_book_messages(tokenizer, 64)
@@ -433,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"  {name}: skipped (pip install llama-cpp-python to compare)")
                         continue
                 t = time.perf_counter()
-                gguf = export_gguf(base, adapter, tmp / f"model.{dtype}.gguf", dtype=dtype)
+                gguf = cached_gguf(base, adapter, dtype)  # exported in a process of its own
                 print(
                     f"  exported {gguf.name} ({gguf.stat().st_size / 1e6:.0f} MB) in "
                     f"{time.perf_counter() - t:.1f} s",
