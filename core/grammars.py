@@ -121,24 +121,26 @@ def plan(
     """(grammar, token limit) for one answer with `room` tokens left in its context.
 
     A format with a grammar gets the limit its grammar's longest answer needs, with the
-    grammar's bounds tightened until that fits in `room` (counted one token per character:
+    grammar's bounds (line length, list length, JSON string lengths and item counts) tightened
+    until that fits in `room` (counted one token per character:
     every character of a byte-level BPE vocabulary's common scripts is at most one token; a
     rare character split into byte tokens can still make an answer reach the limit, which the
     format guard then reports as invalid). The answer then ends by the grammar, not by the
     limit. Plain answers get `max_new_tokens`."""
     if contract is None:
         return None, min(max_new_tokens, room)
+    budget = room
     tail = (
         (max((len(c) for c in citations), default=0) + len(SOURCE_PREFIX) + 2) if citations else 0
     )
     if contract.kind == "json" and contract.schema is not None:
-        bounded, limit = json_budget(contract, room, citations)
-        return answer_grammar(bounded, citations), limit
+        bounded, limit = json_budget(contract, budget, citations)
+        return answer_grammar(bounded, citations), min(limit, room)
     if contract.kind in ("bullets", "numbered"):
         lines = contract.n if contract.kind == "bullets" else MAX_STEPS
         chars = LINE_CHARS
         # each line: its text, a prefix ("- " or "NN. ") and the line break
-        while lines * (chars + 5) + tail > room and (chars > 24 or lines > 2):
+        while lines * (chars + 5) + tail > budget and (chars > 24 or lines > 2):
             if contract.kind == "numbered" and lines > 8:
                 lines -= 2
             elif chars > 24:
@@ -163,14 +165,14 @@ def bounded_schema(schema: Any, max_string: int = MAX_STRING, max_items: int = M
     kinds = kinds if isinstance(kinds, list) else [kinds]
     if "string" in kinds and "enum" not in schema and "const" not in schema:
         low = int(schema.get("minLength", 0))
-        out["maxLength"] = min(int(schema.get("maxLength", max_string)), max(max_string, low))
+        out["maxLength"] = max(low, min(int(schema.get("maxLength", max_string)), max_string))
     if ("integer" in kinds or "number" in kinds) and "enum" not in schema:
         # digits without end are a loop too; 10^12 is past any count or order a procedure has
         out.setdefault("maximum", max(MAX_NUMBER, schema.get("minimum", 0)))
         out.setdefault("minimum", min(-MAX_NUMBER, schema.get("maximum", 0)))
     if "array" in kinds:
         low = int(schema.get("minItems", 0))
-        out["maxItems"] = min(int(schema.get("maxItems", max_items)), max(max_items, low))
+        out["maxItems"] = max(low, min(int(schema.get("maxItems", max_items)), max_items))
     return out
 
 
@@ -234,5 +236,5 @@ def json_budget(
             bounded = Contract(
                 contract.spec, "json", schema=schema, instruction=contract.instruction
             )
-            return bounded, min(need, room)
+            return bounded, need
         max_string, max_items = max(16, max_string // 2), max(2, max_items // 2)

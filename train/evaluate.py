@@ -142,39 +142,31 @@ def _cache_file(workspace: Workspace, base_model: Path, payload: Any) -> Path:
     return workspace.path("cache", "eval", f"{key}.json")
 
 
-def _answers_and_nll(
+def _engine_answers(
     base_model: Path,
     adapter: Path | None,
-    model: Any,
-    tokenizer: Any,
     items: list[Any],
     general_prompts: list[list[dict[str, str]]],
-    general_refs: list[str],
     opts: EvalOptions,
     label: str,
 ) -> dict[str, Any]:
-    """Answers from the serving engine (as the chat decodes them), NLL from the torch model."""
-    from sopforge.train.generate import answer_nll, engine_answers, plain_items
+    """One model's answers to the eval records and the general prompts, from the serving engine
+    (as the chat decodes them), in one batch."""
+    from sopforge.train.generate import engine_answers, plain_items
 
     t = time.perf_counter()
-    general_items = plain_items(general_prompts, opts.max_new_tokens)
     both = engine_answers(
         base_model,
         adapter,
-        [*items, *general_items],
+        [*items, *plain_items(general_prompts, opts.max_new_tokens)],
         guard=opts.loop_guard,
         desc=label,
         serve_config=opts.serve_config,
     )
-    answers, general = both[: len(items)], both[len(items) :]
-    generated = round(time.perf_counter() - t, 1)
-    nll = answer_nll(model, tokenizer, general_prompts, general_refs, batch_size=opts.batch_size)
     return {
-        "answers": answers,
-        "general": general,
-        "general_nll": nll,
+        "answers": both[: len(items)],
+        "general": both[len(items) :],
         "seconds": round(time.perf_counter() - t, 1),
-        "generation_seconds": generated,
     }
 
 
@@ -306,14 +298,15 @@ def evaluate_run(
     ]
     g_refs = [it["answer"] for it in general]
 
-    model, tokenizer = load_model(str(base_model))
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(base_model))
     caps = answer_caps(tokenizer, [answer_of(r) for r in records], opts.max_new_tokens)
     items = [
         (p, registry.get(r["contract"]), c, prompt_citations(p[-1]["content"]))
         for r, p, c in zip(records, prompts, caps, strict=True)
     ]
-    args = (items, g_prompts, g_refs, opts)
-    from sopforge.train.generate import engine_config
+    from sopforge.train.generate import answer_nll, engine_config
 
     engine = engine_config(opts.serve_config)
     decoding = asdict(engine.decoding() if opts.loop_guard else engine.decoding().raw())
@@ -322,16 +315,24 @@ def evaluate_run(
         base_model,
         [prompts, caps, g_prompts, g_refs, opts.max_new_tokens, engine.llamacpp_dtype, decoding],
     )
-    if cache.is_file():
-        base_out = json.loads(cache.read_text(encoding="utf-8"))
-    else:
-        base_out = _answers_and_nll(base_model, None, model, tokenizer, *args, label="base")
+    # Every answer first, torch after: torch's threads, once started, slow llama.cpp's.
+    cached = json.loads(cache.read_text(encoding="utf-8")) if cache.is_file() else None
+    base_out = cached or _engine_answers(base_model, None, items, g_prompts, opts, "base")
+    tuned_out = _engine_answers(base_model, adapter, items, g_prompts, opts, "tuned")
+    # the NLL of the general references under each model (forgetting), from the torch models
+    model, tokenizer = load_model(str(base_model))
+    if cached is None:
+        base_out["general_nll"] = answer_nll(
+            model, tokenizer, g_prompts, g_refs, batch_size=opts.batch_size
+        )
         atomic_write_text(cache, json.dumps(base_out))
     from peft import PeftModel
 
     model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     model.eval()
-    tuned_out = _answers_and_nll(base_model, adapter, model, tokenizer, *args, label="tuned")
+    tuned_out["general_nll"] = answer_nll(
+        model, tokenizer, g_prompts, g_refs, batch_size=opts.batch_size
+    )
 
     per_model: dict[str, Any] = {}
     samples = []

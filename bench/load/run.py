@@ -175,7 +175,7 @@ def serve_and_load(ws: Path, key: str, backend: str, args: argparse.Namespace) -
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     log = open(ws / f"load-serve-{backend}.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
-        [*SF, "-w", str(ws), "serve", "--port", str(port), f"engine.backend={backend}"],
+        [*SF, "-w", str(ws), "serve", "--port", str(port), f"engine.backend={backend}", *args.set],
         stdout=log,
         stderr=subprocess.STDOUT,
         env=env,
@@ -214,6 +214,7 @@ def serve_and_load(ws: Path, key: str, backend: str, args: argparse.Namespace) -
         log.close()
     return {
         "backend": backend,
+        "overrides": args.set,
         "clients": args.clients,
         "duration_s": args.duration,
         "wall_s": round(wall, 1),
@@ -245,6 +246,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--settle", type=int, default=4, help="sequential requests after the load")
     p.add_argument("--backends", default="llamacpp", help="engine backends, in turn")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="serve config override, e.g. engine.llamacpp_dtype=q8_0 (repeatable)",
+    )
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
 

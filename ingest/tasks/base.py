@@ -70,13 +70,13 @@ class TeacherConfig:
 
     backend: Literal["openai", "hf"] = "openai"
     base_url: str = "http://127.0.0.1:8000/v1"  # OpenAI-compatible server (vLLM, Ollama, ...)
-    model: str = ""  # model name on the server, or an HF model id / local folder for "hf"
+    model: str = ""  # model name on the server, or a local HF model folder for "hf"
     api_key_env: str = "OPENAI_API_KEY"  # name of the env var holding the key (not the key)
     temperature: float = 0.7
     max_retries: int = 2  # follow-up requests carrying the validation errors
     timeout: float = 120.0  # seconds per request
     pairs_per_task: int = 3  # pairs asked for per task family and contract
-    max_new_tokens: int = 1024  # generation budget for the local HF backend
+    max_new_tokens: int = 1024  # generation budget for the local backend (the serving engine)
 
     def __post_init__(self) -> None:
         if self.max_retries < 0:

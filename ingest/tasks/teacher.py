@@ -19,6 +19,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Protocol
 
 from sopforge.contracts import Contract, extract_json
@@ -113,31 +114,36 @@ class OpenAIBackend:
 
 
 class HFBackend:
-    """A local Hugging Face chat model (an id in the local cache, or a folder)."""
+    """A local Hugging Face chat model folder, decoded by the serving engine (llama.cpp through
+    xllamacpp, sopforge.llamaserver): the folder is exported to GGUF once, next to its weights."""
 
     def __init__(self, cfg: TeacherConfig):
         if not cfg.model:
-            raise TeacherError("tasks.teacher.model is empty; set an HF model id or folder")
-        from transformers import pipeline
+            raise TeacherError("tasks.teacher.model is empty; set a local HF model folder")
+        folder = Path(cfg.model).expanduser()
+        if not (folder / "config.json").is_file():
+            raise TeacherError(
+                f"teacher model {cfg.model!r} is not a local model folder (no config.json): "
+                "import it with `sopforge models import`, or serve it and use backend: openai"
+            )
+        from sopforge.llamaserver import Decoding, LlamaServerError, ServedModel
+        from sopforge.train.export_gguf import ExportError, cached_gguf
 
         try:
-            self.pipe = pipeline("text-generation", model=cfg.model)
-        except (OSError, ValueError) as e:
+            self.model = ServedModel(
+                cached_gguf(folder, None, "f16"),
+                folder,
+                decoding=Decoding(temperature=cfg.temperature, grammar=False),
+                n_parallel=1,
+                n_ctx=8192,
+            )
+        except (ExportError, LlamaServerError, OSError, ValueError) as e:
             raise TeacherError(f"cannot load teacher model {cfg.model!r}: {e}") from e
         self.cfg = cfg
-        self.name = os.path.basename(cfg.model.rstrip("/")) or cfg.model
+        self.name = folder.name
 
     def chat(self, messages: list[Message]) -> str:
-        sample = self.cfg.temperature > 0
-        out = self.pipe(
-            messages,
-            max_new_tokens=self.cfg.max_new_tokens,
-            do_sample=sample,
-            temperature=self.cfg.temperature if sample else None,
-            return_full_text=False,
-        )
-        text = out[0]["generated_text"]
-        return text if isinstance(text, str) else text[-1]["content"]
+        return "".join(self.model.stream(messages, None, self.cfg.max_new_tokens))
 
 
 @lru_cache(maxsize=4)
