@@ -311,10 +311,24 @@ class _RelayedStatus:
         self.events.put(("step", self.step, value))
 
 
+def _die_with_parent() -> None:
+    """A server killed mid-retrain takes its training child with it (Linux: PR_SET_PDEATHSIG),
+    so the run stays 'running' for the restarted server to mark interrupted, as when training
+    ran in the server's own process."""
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() == 1:  # the parent was already gone before the call took effect
+        os._exit(1)
+
+
 def _train_in_child(root: str, train_config: str, events: Any, nice: int) -> None:
     """The child process of `run_training_process`: lower priority, idle OpenMP threads asleep,
     progress and the outcome sent back through `events`."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its threads
+    _die_with_parent()
     with contextlib.suppress(OSError):
         os.nice(nice)
     try:

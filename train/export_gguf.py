@@ -454,7 +454,13 @@ def export_gguf(
     return out_path
 
 
-def cached_gguf(base_dir: Path, adapter_dir: Path | None, dtype: ExportDtype = "f16") -> Path:
+def cached_gguf(
+    base_dir: Path,
+    adapter_dir: Path | None,
+    dtype: ExportDtype = "f16",
+    *,
+    in_process: bool = False,
+) -> Path:
     """The GGUF of base (+ merged adapter), exported on first use and then reused.
 
     It lives next to the adapter (in its run folder), or in the base model folder: both are
@@ -462,7 +468,9 @@ def cached_gguf(base_dir: Path, adapter_dir: Path | None, dtype: ExportDtype = "
     leaves none. The chat, `sopforge eval` and the retrain gate all decode this one file."""
     home = Path(adapter_dir).parent if adapter_dir else Path(base_dir)
     out = home / f"model.{dtype}.gguf"
-    if not out.is_file():
+    if not out.is_file() and in_process:  # a process that uses torch anyway (training, promote)
+        export_gguf(Path(base_dir), Path(adapter_dir) if adapter_dir else None, out, dtype=dtype)
+    elif not out.is_file():
         log.info("exporting %s to %s for llama.cpp", adapter_dir or base_dir, out)
         # In a process of its own: the merge starts torch's OpenMP threads, and in the process
         # that then decodes with llama.cpp they cost its decoding ~30% (bench/decode/run.py).

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 import shutil
 import time
@@ -23,6 +24,8 @@ from typing import Any
 
 from sopforge.errors import UserError
 from sopforge.workspace import Workspace
+
+log = logging.getLogger(__name__)
 
 TOLERANCE = 0.02
 
@@ -214,6 +217,25 @@ def _set_promoted(db: Any, model_id: str) -> None:
     )
 
 
+def serving_file(model: dict[str, Any]) -> Path | None:
+    """The GGUF the llama.cpp engine serves for `model`, exported now if it is not yet (before
+    the promotion is recorded): a running server that follows the registry then only loads it,
+    and a rollback to it later finds it ready. None (with a warning) if it cannot be exported;
+    the server then reports why when it tries."""
+    from sopforge.train.export_gguf import cached_gguf
+    from sopforge.train.generate import engine_config
+
+    cfg = engine_config()
+    if cfg.backend != "llamacpp":
+        return None
+    adapter = Path(model["adapter_path"]) if model["adapter_path"] else None
+    try:
+        return cached_gguf(Path(model["base_model"]), adapter, cfg.llamacpp_dtype, in_process=True)
+    except (UserError, OSError, ValueError) as e:
+        log.warning("could not export %s for the llama.cpp engine: %s", model["model_id"], e)
+        return None
+
+
 def promote(workspace: Workspace, spec: str, force: bool = False, reason: str = "") -> str:
     """Make `spec` the served model (gated unless `force`); returns its id."""
     model_id = resolve_model_id(workspace, spec)
@@ -228,6 +250,7 @@ def promote(workspace: Workspace, spec: str, force: bool = False, reason: str = 
         raise RegistryError(
             f"not promoting {model_id}: " + "; ".join(problems) + " (use --force to override)"
         )
+    serving_file(candidate)
     with workspace.transaction() as db:
         _set_promoted(db, model_id)
         db.execute(
@@ -243,6 +266,7 @@ def rollback(workspace: Workspace, reason: str = "") -> str:
     if len(stack) < 2:
         raise RegistryError("nothing to roll back to: fewer than two promotions in the history")
     previous = stack[-2]
+    serving_file(_row(workspace, previous))  # exported already when it was promoted, normally
     with workspace.transaction() as db:
         _set_promoted(db, previous)
         db.execute(

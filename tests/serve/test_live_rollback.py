@@ -27,12 +27,15 @@ from sopforge.workspace import Workspace
 pytestmark = pytest.mark.integration
 
 QUESTION = "I lost my badge, what do I do?"
-LONG_ANSWER_TOKENS = 560  # ~1 s of decoding on the tiny model: long enough to be caught mid-way
+# ~1 s of decoding on the tiny model with llama.cpp, one thread: long enough to be caught mid-way
+LONG_ANSWER_TOKENS = 800
 
 # `sopforge models rollback`, started ahead (interpreter and imports ready) and run on a newline, so
 # the rollback lands while the chat is streaming rather than after a process start-up.
 ROLLBACK_ON_ENTER = (
-    "import sys; from sopforge.cli import main; sys.stdin.readline(); "
+    "import sys; from sopforge.cli import main; import sopforge.train.cli, sopforge.train.registry, "
+    "sopforge.train.generate, sopforge.train.export_gguf, sopforge.serve.config; "
+    "sys.stdin.readline(); "
     "sys.exit(main(['-w', sys.argv[1], 'models', 'rollback']))"
 )
 
@@ -121,10 +124,14 @@ def test_rollback_from_another_process_swaps_within_5s_without_dropping_a_chat(
     headers = {"Authorization": f"Bearer {key}"}
     assert httpx.get(url + "/healthz").json()["model"] == "run-b"
     started = time.monotonic()
-    reference = httpx.post(
-        url + "/v1/chat/completions", json=chat_body(False), headers=headers, timeout=120
-    ).json()
-    answer_s = time.monotonic() - started
+    # Asked twice: the second answer, like the streamed one below, decodes after llama.cpp reuses
+    # the prompt's KV cache, whose last-bit differences from a fresh prefill can flip a near-tie
+    # of this random tiny model.
+    for _ in range(2):
+        reference = httpx.post(
+            url + "/v1/chat/completions", json=chat_body(False), headers=headers, timeout=120
+        ).json()
+    answer_s = (time.monotonic() - started) / 2
     assert reference["model"] == "run-b"
     expected = reference["choices"][0]["message"]["content"]
 
