@@ -103,19 +103,25 @@ def torch_dtype(name: str) -> Any:
     return {"bfloat16": torch.bfloat16, "float32": torch.float32}[name]
 
 
-def load_merged(spec: ModelSpec, dtype: Any) -> tuple[Any, Any]:
-    """(model, tokenizer) with the adapter merged into the base weights, ready for generate()."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+def model_files(spec: ModelSpec) -> tuple[Path, Path | None]:
+    """(base model folder, adapter folder or None) of `spec`, checked before anything loads."""
     base = Path(spec.base_model)
     adapter = Path(spec.adapter_path) if spec.adapter_path else None
     if not (base / "config.json").is_file():
         raise EngineError(f"model {spec.model_id}: base model folder {base} has no config.json")
     if adapter is not None and not (adapter / "adapter_config.json").is_file():
         raise EngineError(f"model {spec.model_id}: {adapter} has no adapter_config.json")
-    # The adapter folder's tokenizer wins: training may have saved its chat template there.
-    tok_dir = adapter if adapter and (adapter / "tokenizer_config.json").is_file() else base
-    tokenizer = AutoTokenizer.from_pretrained(tok_dir)
+    return base, adapter
+
+
+def load_merged(spec: ModelSpec, dtype: Any) -> tuple[Any, Any]:
+    """(model, tokenizer) with the adapter merged into the base weights, ready for generate()."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from sopforge.llamaserver import chat_tokenizer_dir
+
+    base, adapter = model_files(spec)
+    tokenizer = AutoTokenizer.from_pretrained(chat_tokenizer_dir(base, adapter))
     import torch
 
     # Merge in fp32, then cast: merging in bf16 would round the LoRA delta twice.

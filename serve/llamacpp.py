@@ -35,14 +35,9 @@ LlamaCppError = LlamaServerError
 
 class LlamaCppBackend:
     def __init__(self, spec: ModelSpec, cfg: EngineConfig, *, gguf: str | Path | None = None):
-        from sopforge.serve.engine import EngineError
+        from sopforge.serve.engine import model_files
 
-        base = Path(spec.base_model)
-        adapter = Path(spec.adapter_path) if spec.adapter_path else None
-        if not (base / "config.json").is_file():
-            raise EngineError(f"model {spec.model_id}: base model folder {base} has no config.json")
-        if adapter is not None and not (adapter / "adapter_config.json").is_file():
-            raise EngineError(f"model {spec.model_id}: {adapter} has no adapter_config.json")
+        base, adapter = model_files(spec)
         if gguf is None:
             from sopforge.train.export_gguf import cached_gguf
 
