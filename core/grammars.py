@@ -13,7 +13,7 @@
 - Every format above may end with the open-book citation line `Source: [...]`, and only with one
   of the citations retrieved for the question.
 - `plain`: free text; when citations were retrieved, a lazy grammar takes over at the first
-  `Source:` and admits only those citations there.
+  `Source:` and admits only those citations there (then, after a line break, any text).
 
 The grammars are llguidance's Lark dialect (`%llguidance`), which llama.cpp's server takes in its
 `grammar` field; the lazy one is GBNF (llama.cpp's own grammars, which have the trigger words).
@@ -104,8 +104,10 @@ def answer_grammar(
         rules = ["body: %json " + json.dumps(schema, ensure_ascii=False)]
     elif contract.kind == "plain" and citations:
         cites = " | ".join(_gbnf_string(c) for c in dict.fromkeys(citations))
+        # after the citation the model may go on (a Source line written first, then the answer)
         return Grammar(
-            f"root ::= {_gbnf_string(SOURCE_PREFIX)} cite\ncite ::= {cites}\n",
+            f"root ::= {_gbnf_string(SOURCE_PREFIX)} cite rest\ncite ::= {cites}\n"
+            'rest ::= ("\\n" ([^\\n] | "\\n")*)?\n',
             lazy_trigger=SOURCE_PREFIX.strip(),
         )
     else:
