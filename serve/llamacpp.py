@@ -20,17 +20,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sopforge.contracts import Contract
-from sopforge.llamaserver import LlamaServerError, ServedModel, chat_tokenizer_dir
+from sopforge.llamaserver import ServedModel, chat_tokenizer_dir
 
 if TYPE_CHECKING:
     from sopforge.serve.config import EngineConfig
     from sopforge.serve.engine import ModelSpec
 
 Messages = list[dict[str, str]]
-LlamaCppError = LlamaServerError
 
 
 class LlamaCppBackend:
@@ -53,11 +52,6 @@ class LlamaCppBackend:
             threads=cfg.threads,
         )
 
-    @property
-    def base_url(self) -> str:
-        """llama.cpp's own OpenAI-compatible HTTP API for this model, on loopback."""
-        return self.model.server.base_url
-
     def stream(
         self,
         messages: Messages,
@@ -66,9 +60,6 @@ class LlamaCppBackend:
         citations: Sequence[str] = (),
     ) -> Iterator[str]:
         return self.model.stream(messages, contract, max_new_tokens, citations)
-
-    def answers(self, items: Sequence[Any], **kwargs: Any) -> list[str]:
-        return self.model.answers(items, **kwargs)
 
     def close(self) -> None:
         self.model.close()

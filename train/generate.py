@@ -1,7 +1,10 @@
-"""Batched greedy generation and answer likelihood, shared by replay generation and evaluation.
+"""Generation for the train stage: answers through the serving engine (`engine_answers`: what
+`sopforge eval`, the retrain gate and the replay answers use, decoded exactly as the chat decodes),
+and the torch model's answer likelihood (`answer_nll`, for the forgetting measure).
 
-Prompts are rendered with the model's own chat template, sorted by length and batched with left
-padding (so every row's answer starts at the same position), which keeps CPU generation fast.
+`generate` is the torch path they used before the engine (prompts rendered with the model's own
+chat template, sorted by length, batched with left padding); bench/eval/run.py keeps it as the
+baseline the engine is measured against.
 """
 
 from __future__ import annotations
@@ -197,13 +200,12 @@ def engine_answers(
     cfg = engine_config(serve_config)
     decoding = cfg.decoding() if guard else cfg.decoding().raw()
     gguf = cached_gguf(Path(base_model), Path(adapter) if adapter else None, cfg.llamacpp_dtype)
-    n_ctx = max(cfg.llamacpp_n_ctx, 512)
     model = ServedModel(
         gguf,
         chat_tokenizer_dir(base_model, adapter),
         decoding=decoding,
         n_parallel=cfg.llamacpp_parallel,
-        n_ctx=n_ctx,
+        n_ctx=cfg.llamacpp_n_ctx,
         threads=cfg.threads,
     )
     try:
