@@ -151,14 +151,13 @@ def split_sources(text: str) -> tuple[str, str]:
     return text[: m.start()], m.group(0).strip()
 
 
+OPEN_BOOK_INTRO = "Use the procedure sources below to answer. Cite the source you used."
+
+
 def open_book_prompt(question: str, contexts: Sequence[ContextSection]) -> str:
     """The user message of an open-book pair (and of every served question)."""
     blocks = [f"Source {c.citation}\n{c.text.strip()}" for c in contexts]
-    return (
-        "Use the procedure sources below to answer. Cite the source you used.\n\n"
-        + "\n\n".join(blocks)
-        + f"\n\nQuestion: {question.strip()}"
-    )
+    return f"{OPEN_BOOK_INTRO}\n\n" + "\n\n".join(blocks) + f"\n\nQuestion: {question.strip()}"
 
 
 _SOURCE_BLOCK_RE = re.compile(r"^Source (\[[^\n]*\])$", re.MULTILINE)
@@ -166,9 +165,7 @@ _SOURCE_BLOCK_RE = re.compile(r"^Source (\[[^\n]*\])$", re.MULTILINE)
 
 def prompt_citations(prompt: str) -> list[str]:
     """The citations of the sources an open-book prompt shows (what its answer may cite)."""
-    return (
-        _SOURCE_BLOCK_RE.findall(prompt) if prompt.startswith("Use the procedure sources") else []
-    )
+    return _SOURCE_BLOCK_RE.findall(prompt) if prompt.startswith(OPEN_BOOK_INTRO) else []
 
 
 def question_of(prompt: str) -> str:

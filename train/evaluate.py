@@ -38,7 +38,7 @@ from typing import Any
 
 from sopforge.contracts import ContractError, default_registry
 from sopforge.errors import UserError
-from sopforge.records import SYSTEM_PROMPT, answer_of, prompt_citations, prompt_of, split_sources
+from sopforge.records import SYSTEM_PROMPT, answer_of, prompt_of, split_sources
 from sopforge.train import metrics as M
 from sopforge.train.config import DEFAULT_INSTRUCTIONS
 from sopforge.workspace import Workspace, atomic_write_text
@@ -302,11 +302,9 @@ def evaluate_run(
 
     tokenizer = AutoTokenizer.from_pretrained(str(base_model))
     caps = answer_caps(tokenizer, [answer_of(r) for r in records], opts.max_new_tokens)
-    items = [
-        (p, registry.get(r["contract"]), c, prompt_citations(p[-1]["content"]))
-        for r, p, c in zip(records, prompts, caps, strict=True)
-    ]
-    from sopforge.train.generate import answer_nll, engine_config
+    from sopforge.train.generate import answer_nll, engine_config, record_items
+
+    items = record_items(records, caps, registry)
 
     engine = engine_config(opts.serve_config)
     decoding = asdict(engine.decoding() if opts.loop_guard else engine.decoding().raw())

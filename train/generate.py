@@ -214,11 +214,22 @@ def engine_answers(
         model.close()
 
 
-def plain_items(prompts: Sequence[Messages], max_new_tokens: int | Sequence[int]) -> list[Item]:
-    """Items without a format contract (general prompts, replay)."""
-    caps = (
-        [int(max_new_tokens)] * len(prompts)
-        if isinstance(max_new_tokens, int)
-        else [int(c) for c in max_new_tokens]
-    )
-    return [(p, None, c, ()) for p, c in zip(prompts, caps, strict=True)]
+def plain_items(prompts: Sequence[Messages], max_new_tokens: int) -> list[Item]:
+    """Items without a format contract (general prompts, probes, replay)."""
+    return [(p, None, max_new_tokens, ()) for p in prompts]
+
+
+def record_items(
+    records: Sequence[dict[str, Any]], caps: Sequence[int], registry: Any
+) -> list[Item]:
+    """Items of dataset records: each asked as its prompt, under its contract, citing only the
+    sources its (open-book) prompt shows."""
+    from sopforge.records import prompt_citations, prompt_of
+
+    items: list[Item] = []
+    for rec, cap in zip(records, caps, strict=True):
+        prompt = prompt_of(rec)
+        items.append(
+            (prompt, registry.get(rec["contract"]), cap, prompt_citations(prompt[-1]["content"]))
+        )
+    return items

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sopforge.errors import UserError
-from sopforge.records import answer_of, prompt_of, question_of
+from sopforge.records import answer_of, question_of
 from sopforge.train import probes as P
 from sopforge.workspace import Workspace, atomic_write_text
 
@@ -45,18 +45,13 @@ def _score_model(
     from transformers import AutoTokenizer
 
     from sopforge.contracts import default_registry
-    from sopforge.records import prompt_citations
     from sopforge.train.evaluate import score_answer, summarize
-    from sopforge.train.generate import engine_answers, plain_items
+    from sopforge.train.generate import engine_answers, plain_items, record_items
 
     tok = AutoTokenizer.from_pretrained(base_model)
     registry = default_registry()
     caps = [min(320, len(tok(answer_of(r))["input_ids"]) * 3 // 2 + 32) for r in records]
-    prompts = [prompt_of(r) for r in records]
-    items = [
-        (p, registry.get(r["contract"]), c, prompt_citations(p[-1]["content"]))
-        for r, p, c in zip(records, prompts, caps, strict=True)
-    ]
+    items = record_items(records, caps, registry)
     probe_prompts = [p.prompt() for p in probes]
     # decoded by the serving engine as the chat decodes, so the gate judges what users would get;
     # held-out records and probes in one batch

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from sopforge.contracts import default_registry
-    from sopforge.records import answer_of, prompt_citations, prompt_of
+    from sopforge.records import answer_of, prompt_of
     from sopforge.train.data import read_records, resolve_dataset, spread_by_task
     from sopforge.train.evaluate import answer_caps, find_run, score_answer, source_text
     from sopforge.workspace import Workspace
@@ -66,10 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     caps = answer_caps(
         AutoTokenizer.from_pretrained(base), [answer_of(r) for r in records], args.max_new_tokens
     )
-    items = [
-        (m, registry.get(r["contract"]), c, prompt_citations(m[-1]["content"]))
-        for r, m, c in zip(records, prompts, caps, strict=True)
-    ]
+    from sopforge.train.generate import record_items
+
+    items = record_items(records, caps, registry)
     print(f"run {run['run_id']}, {len(records)} held-out records of dataset {ds.dataset_id}")
     results: dict[str, Any] = {}
     arms = [a for a in args.arms.split(",") if a]
